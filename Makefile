@@ -1,0 +1,57 @@
+# vggserve: every entry point a newcomer needs. `make serve` and `make test`
+# each build the virtual environment on first use.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+MODELS ?= models
+NAME   ?= vgg-mini
+PORT   ?= 8500
+
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: venv test lint protos check-protos train serve loadtest bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+## The README's test command: lint, then the whole pytest suite.
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy model service loadtest
+
+## Regenerate the gRPC Python code from protos/ (the one way it is made).
+protos: $(STAMP)
+	$(PY) scripts/gen_protos.py
+
+## Train and export the default model (models/vgg-mini/<next version>).
+train: $(STAMP)
+	$(PY) -m model.train --output $(MODELS) --name $(NAME)
+
+## The README's main command: train the default model if none exists, then serve it.
+serve: $(STAMP)
+	@if ! ls -d $(MODELS)/$(NAME)/[0-9]* >/dev/null 2>&1; then \
+		echo "no model under $(MODELS)/$(NAME): training the default one first"; \
+		$(PY) -m model.train --output $(MODELS) --name $(NAME); \
+	fi
+	$(PY) -m service --model-dir $(MODELS)/$(NAME) --port $(PORT)
+
+loadtest: $(STAMP)
+	$(PY) -m loadtest --model-dir $(MODELS)/$(NAME)
+
+bench: $(STAMP)
+	$(PY) -m loadtest.bench --model-dir $(MODELS)/$(NAME)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,1 @@
+"""VGG-style image classifier: architecture, datasets, training and export."""

@@ -1,0 +1,55 @@
+"""Shared fixtures: tiny models trained and exported for real, once per session."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from model.train import TrainOptions, TrainResult, train
+
+# Small enough to train in seconds on 2 cores, big enough to learn the task.
+# (No batch norm or augmentation: both slow down learning over a few epochs.)
+TINY = dict(
+    preset="vgg-mini",
+    input_size=16,
+    width=0.5,
+    per_class=60,
+    epochs=8,
+    batch_size=32,
+    learning_rate=3e-3,
+    batch_norm=False,
+    augment=False,
+    patience=8,
+    verbose=0,
+)
+
+
+def tiny_options(output: Path, **overrides: object) -> TrainOptions:
+    return TrainOptions(output=str(output), name="tiny", **{**TINY, **overrides})  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    """A tiny vgg-mini trained on the synthetic set and exported as version 1."""
+    return train(tiny_options(tmp_path_factory.mktemp("models")))
+
+
+def encode(pixels: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> bytes:
+    """Encodes uint8 pixels as an image file (optionally converted to `mode`)."""
+    image = Image.fromarray(pixels)
+    if mode:
+        image = image.convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def random_pixels(height: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
