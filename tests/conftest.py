@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -53,3 +54,12 @@ def encode(pixels: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> byt
 
 def random_pixels(height: int, width: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tiny_model: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """models/tiny with versions 1 and 2 (the same weights, told apart by number)."""
+    root = tmp_path_factory.mktemp("served") / "tiny"
+    shutil.copytree(tiny_model.version_dir, root / "1")
+    shutil.copytree(tiny_model.version_dir, root / "2")
+    return root

@@ -1,0 +1,1 @@
+"""The vggserve gRPC service: batching, model runtime, validation, client."""

@@ -1,0 +1,66 @@
+"""`python -m service --model-dir models/<name>`: run the gRPC server.
+
+Flags and VGGSERVE_* environment variables: `python -m service --help`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from service.runtime import ModelLoadError
+from service.settings import Settings
+
+log = logging.getLogger("service")
+
+
+def configure_tensorflow(settings: Settings) -> None:
+    """Thread pools must be sized before TensorFlow runs its first op."""
+    import tensorflow as tf
+
+    if settings.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(settings.intra_op_threads)
+    if settings.inter_op_threads:
+        tf.config.threading.set_inter_op_parallelism_threads(settings.inter_op_threads)
+
+
+async def serve(settings: Settings) -> int:
+    from service.server import Server
+
+    server = Server(settings)
+    port = await server.start()
+    log.info("listening on %s:%d; loading the model", settings.host, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loading = asyncio.create_task(server.load())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if loading.done() and loading.exception() is not None:
+        exc = loading.exception()
+        log.error("cannot serve: %s", exc)
+        await server.stop(0)
+        return 1 if isinstance(exc, ModelLoadError) else 2
+    await stop.wait()
+    log.info("stopping: draining requests in flight")
+    loading.cancel()
+    await server.stop()
+    log.info("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = Settings.parse(argv)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    configure_tensorflow(settings)
+    return asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""A Python client for vggserve, and `python -m service.client IMAGE...`.
+
+    with Client("127.0.0.1:8500") as client:
+        result = client.classify("cat.jpg", top_k=3)
+        print(result.classes[0].label, result.classes[0].probability)
+
+Images may be file paths, encoded bytes, or uint8 numpy arrays (h, w) or
+(h, w, channels). UNAVAILABLE answers (a server still loading, restarting or
+draining) are retried with exponential backoff by gRPC's own retry policy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from protos.vggserve.v1 import classifier_pb2 as pb
+from protos.vggserve.v1 import classifier_pb2_grpc as pb_grpc
+
+SERVICE = "vggserve.v1.ImageClassifier"
+ImageLike = str | Path | bytes | np.ndarray
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    index: int
+    label: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Classification:
+    classes: list[ClassScore]
+    model_name: str
+    model_version: int
+    probabilities: list[float] = field(default_factory=list)
+
+    @classmethod
+    def from_proto(cls, response: pb.ClassifyResponse) -> Classification:
+        return cls(
+            [ClassScore(c.index, c.label, c.probability) for c in response.classes],
+            response.model_name,
+            response.model_version,
+            list(response.probabilities),
+        )
+
+
+class ImageError(Exception):
+    """One image failed; `code` is the gRPC status code."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+
+def image_message(image: ImageLike) -> pb.Image:
+    """A proto Image from a path, encoded bytes or a uint8 array."""
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim not in (2, 3):
+            raise ValueError("arrays must be uint8 (height, width) or (height, width, channels)")
+        array = image if image.ndim == 3 else image[:, :, None]
+        height, width, channels = array.shape
+        return pb.Image(
+            pixels=pb.RawPixels(
+                data=np.ascontiguousarray(array).tobytes(),
+                height=height,
+                width=width,
+                channels=channels,
+            )
+        )
+    if isinstance(image, bytes):
+        return pb.Image(encoded=image)
+    return pb.Image(encoded=Path(image).read_bytes())
+
+
+def _service_config(retries: int) -> str:
+    policy: dict[str, Any] = {"name": [{"service": SERVICE}]}
+    if retries > 0:
+        policy["retryPolicy"] = {
+            "maxAttempts": retries + 1,  # gRPC caps attempts at 5
+            "initialBackoff": "0.1s",
+            "maxBackoff": "2s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        }
+    return json.dumps({"methodConfig": [policy]})
+
+
+class Client:
+    """A connection to one vggserve server (or load balancer).
+
+    Args:
+        target: "host:port".
+        timeout: seconds each call may take (its gRPC deadline).
+        retries: extra attempts after UNAVAILABLE, with exponential backoff.
+        max_message_bytes: largest message sent or received.
+    """
+
+    def __init__(
+        self,
+        target: str = "127.0.0.1:8500",
+        timeout: float = 30.0,
+        retries: int = 3,
+        max_message_bytes: int = 16 * 1024 * 1024,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        options = [
+            ("grpc.enable_retries", 1 if retries > 0 else 0),
+            ("grpc.service_config", _service_config(min(retries, 4))),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        self.channel = grpc.insecure_channel(target, options=options)
+        self.stub = pb_grpc.ImageClassifierStub(self.channel)
+        self._health = health_pb2_grpc.HealthStub(self.channel)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def classify(
+        self, image: ImageLike, top_k: int = 5, probabilities: bool = False, version: int = 0
+    ) -> Classification:
+        """Classifies one image. Raises grpc.RpcError with the server's status."""
+        request = pb.ClassifyRequest(
+            image=image_message(image),
+            top_k=top_k,
+            return_probabilities=probabilities,
+            model_version=version,
+        )
+        return Classification.from_proto(self.stub.Classify(request, timeout=self.timeout))
+
+    def classify_batch(
+        self, images: Iterable[ImageLike], top_k: int = 5, version: int = 0
+    ) -> list[Classification | ImageError]:
+        """Several images in one call; a bad image gives an ImageError in its place."""
+        request = pb.ClassifyBatchRequest(
+            images=[image_message(i) for i in images], top_k=top_k, model_version=version
+        )
+        response = self.stub.ClassifyBatch(request, timeout=self.timeout)
+        return [_outcome(r) for r in response.results]
+
+    def classify_many(
+        self,
+        images: Iterable[ImageLike],
+        top_k: int = 5,
+        version: int = 0,
+        timeout: float | None = None,
+    ) -> Iterator[tuple[int, Classification | ImageError]]:
+        """Streams images through ClassifyStream; yields (position, outcome) as answered.
+
+        Answers may come out of order; the position says which input each is.
+        The call's deadline is `timeout` (default: none, for long batch jobs).
+        """
+        requests = (
+            pb.ClassifyRequest(
+                image=image_message(image), top_k=top_k, model_version=version, request_id=str(i)
+            )
+            for i, image in enumerate(images)
+        )
+        for answer in self.stub.ClassifyStream(requests, timeout=timeout):
+            yield int(answer.request_id), _outcome(answer.result)
+
+    def metadata(self) -> pb.ModelMetadata:
+        return self.stub.GetModelMetadata(pb.GetModelMetadataRequest(), timeout=self.timeout)
+
+    def health(self, service: str = "") -> str:
+        """ "SERVING", "NOT_SERVING", ... for the server ("") or one service."""
+        response = self._health.Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=self.timeout
+        )
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+    def wait_until_serving(self, timeout: float = 60.0) -> None:
+        """Blocks until the server reports SERVING (it does once the model is warm)."""
+        grpc.channel_ready_future(self.channel).result(timeout=timeout)
+        watch = self._health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        try:
+            for response in watch:
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+        finally:
+            watch.cancel()
+        raise TimeoutError(f"{self.target} did not report SERVING within {timeout} s")
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _outcome(result: pb.ImageResult) -> Classification | ImageError:
+    if result.WhichOneof("outcome") == "error":
+        code = _CODES.get(result.error.code, grpc.StatusCode.UNKNOWN)
+        return ImageError(code, result.error.message)
+    return Classification.from_proto(result.response)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m service.client", description="Classify image files with a vggserve server."
+    )
+    parser.add_argument("images", nargs="+", help="JPEG, PNG, BMP or GIF files")
+    parser.add_argument("--target", default="127.0.0.1:8500", help="server host:port")
+    parser.add_argument("--top-k", type=int, default=5, help="classes per image (default: 5)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    args = parser.parse_args(argv)
+    failed = 0
+    readable: list[tuple[str, bytes]] = []
+    for name in args.images:
+        try:
+            readable.append((name, Path(name).read_bytes()))
+        except OSError as exc:
+            failed += 1
+            _print_error(name, f"cannot read file: {exc.strerror or exc}", args.json)
+    if not readable:
+        return 1
+    with Client(args.target, timeout=args.timeout) as client:
+        try:
+            outcomes = client.classify_batch([data for _, data in readable], top_k=args.top_k)
+        except grpc.RpcError as exc:
+            print(f"error: {args.target}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 2
+    for (name, _), outcome in zip(readable, outcomes, strict=True):
+        if isinstance(outcome, ImageError):
+            failed += 1
+            _print_error(name, f"{outcome.code.name}: {outcome.message}", args.json)
+        elif args.json:
+            print(json.dumps({"image": name, **asdict(outcome)}))
+        else:
+            print(f"{name}  (model {outcome.model_name} v{outcome.model_version})")
+            for score in outcome.classes:
+                print(f"  {score.probability:7.2%}  {score.label}")
+    return 1 if failed else 0
+
+
+def _print_error(name: str, message: str, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"image": name, "error": message}))
+    else:
+        print(f"{name}: error: {message}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

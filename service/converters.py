@@ -1,0 +1,53 @@
+"""gRPC messages <-> the service core's plain objects. No logic beyond mapping."""
+
+from __future__ import annotations
+
+from protos.vggserve.v1 import classifier_pb2 as pb
+from service import images
+from service.errors import InvalidImage, ServiceError
+from service.grpc_status import rpc_code
+from service.images import ImageInput, Limits
+from service.repository import Prediction
+from service.runtime import LoadedModel
+
+
+def image(message: pb.Image, limits: Limits) -> ImageInput:
+    kind = message.WhichOneof("data")
+    if kind == "encoded":
+        return images.encoded(message.encoded, limits)
+    if kind == "pixels":
+        p = message.pixels
+        return images.pixels(p.data, p.height, p.width, p.channels, limits)
+    raise InvalidImage("request has no image: set image.encoded or image.pixels")
+
+
+def response(prediction: Prediction, top_k: int, with_probabilities: bool) -> pb.ClassifyResponse:
+    out = pb.ClassifyResponse(model_name=prediction.model_name, model_version=prediction.version)
+    out.classes.extend(
+        pb.ClassScore(index=i, label=label, probability=p) for i, label, p in prediction.top(top_k)
+    )
+    if with_probabilities:
+        out.probabilities.extend(prediction.probabilities.tolist())
+    return out
+
+
+def result(outcome: pb.ClassifyResponse | ServiceError) -> pb.ImageResult:
+    if isinstance(outcome, ServiceError):
+        return pb.ImageResult(error=pb.ImageError(code=rpc_code(outcome), message=outcome.message))
+    return pb.ImageResult(response=outcome)
+
+
+def metadata(
+    name: str, versions: list[int], model: LoadedModel, max_batch: int
+) -> pb.ModelMetadata:
+    return pb.ModelMetadata(
+        model_name=name,
+        versions=versions,
+        default_version=model.version,
+        labels=model.labels,
+        input_height=model.preprocess.height,
+        input_width=model.preprocess.width,
+        preprocessing_json=model.preprocessing_json,
+        signatures=[str(s) for s in model.signatures],
+        max_batch_size=max_batch,
+    )

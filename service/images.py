@@ -1,0 +1,91 @@
+"""Request images as plain Python objects, validated from their headers alone.
+
+The server never decodes an image in Python: decoding happens batched inside
+the SavedModel's graph. Here we only read the few header bytes that say the
+format and the size (Pillow's lazy open), so an unsupported file, an empty
+buffer or a decompression bomb (a small PNG that claims 30000x30000) is
+refused before it can reach a batch.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from service.errors import InvalidImage
+
+# Pillow's own bomb check would warn or raise inside open(); we apply our own,
+# configurable limit to the header's size instead, before anything decodes.
+Image.MAX_IMAGE_PIXELS = None
+
+# What tf.io.decode_image accepts (GIF: its first frame).
+FORMATS = ("JPEG", "PNG", "BMP", "GIF")
+CHANNELS = (1, 3, 4)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_bytes: int
+    max_pixels: int
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedImage:
+    data: bytes
+    format: str
+    height: int
+    width: int
+
+
+@dataclass(frozen=True, slots=True)
+class PixelImage:
+    array: np.ndarray  # uint8 (height, width, channels), channels in CHANNELS
+
+
+ImageInput = EncodedImage | PixelImage
+
+
+def encoded(data: bytes, limits: Limits) -> EncodedImage:
+    """Validates encoded image bytes from the header."""
+    if not data:
+        raise InvalidImage("image is empty: send JPEG, PNG, BMP or GIF bytes, or raw pixels")
+    if len(data) > limits.max_bytes:
+        raise InvalidImage(f"image is {len(data)} bytes; the limit is {limits.max_bytes}")
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as header:
+            fmt, (width, height) = header.format or "?", header.size
+    except UnidentifiedImageError:
+        raise InvalidImage(
+            f"image is not a JPEG, PNG, BMP or GIF file (starts with {data[:8]!r})"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidImage(f"image header is corrupt: {exc}") from None
+    _check_size(height, width, limits)
+    return EncodedImage(data, fmt, height, width)
+
+
+def pixels(data: bytes, height: int, width: int, channels: int, limits: Limits) -> PixelImage:
+    """Validates raw row-major uint8 pixels against their stated shape."""
+    if channels not in CHANNELS:
+        raise InvalidImage(
+            f"pixels have {channels} channels; supported: 1 (grey), 3 (RGB), 4 (RGBA)"
+        )
+    _check_size(height, width, limits)
+    expected = height * width * channels
+    if len(data) != expected:
+        raise InvalidImage(
+            f"pixel buffer is {len(data)} bytes; {height}x{width}x{channels} needs {expected}"
+        )
+    return PixelImage(np.frombuffer(data, dtype=np.uint8).reshape(height, width, channels))
+
+
+def _check_size(height: int, width: int, limits: Limits) -> None:
+    if height <= 0 or width <= 0:
+        raise InvalidImage(f"image is {width}x{height}; both sides must be at least 1 pixel")
+    if height * width > limits.max_pixels:
+        raise InvalidImage(
+            f"image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels}"
+        )

@@ -1,0 +1,193 @@
+"""The served model: its loaded versions, each behind its own batcher.
+
+This is the service core (no gRPC): `classify` validates nothing (the caller
+passes validated images), picks the version, queues the image in that
+version's batcher and returns a `Prediction`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from model import layout
+from service.batcher import Batcher
+from service.errors import InvalidRequest, ServiceError, Unavailable, VersionNotFound
+from service.images import ImageInput
+from service.metrics import Metrics
+from service.runtime import LoadedModel, ModelLoadError, Outcome
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOP_K = 5
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which versions to serve: the newest `latest` ones, or a pinned list."""
+
+    latest: int = 1
+    pinned: tuple[int, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> VersionPolicy:
+        text = text.strip()
+        try:
+            if text == "latest":
+                return cls(latest=1)
+            if text.startswith("latest:"):
+                n = int(text.removeprefix("latest:"))
+                if n < 1:
+                    raise ValueError
+                return cls(latest=n)
+            pinned = tuple(sorted({int(v) for v in text.split(",")}))
+            if not pinned or min(pinned) < 1:
+                raise ValueError
+            return cls(latest=0, pinned=pinned)
+        except ValueError:
+            raise ValueError(
+                f"version policy {text!r}: use 'latest', 'latest:N' or a list such as '1,3'"
+            ) from None
+
+    def select(self, available: Sequence[int]) -> list[int]:
+        if self.pinned:
+            return [v for v in self.pinned if v in available]
+        return sorted(available)[-self.latest :]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    probabilities: np.ndarray
+    labels: Sequence[str]
+    model_name: str
+    version: int
+
+    def top(self, k: int) -> list[tuple[int, str, float]]:
+        """The k most probable classes, most probable first (k=0: the default 5)."""
+        k = min(k or DEFAULT_TOP_K, len(self.probabilities))
+        order = np.argsort(-self.probabilities, kind="stable")[:k]
+        return [(int(i), self.labels[i], float(self.probabilities[i])) for i in order]
+
+
+class ServedVersion:
+    def __init__(self, model: LoadedModel, settings: Settings, metrics: Metrics) -> None:
+        self.model = model
+        self.batcher: Batcher[ImageInput, np.ndarray] = Batcher(
+            self._run,
+            max_batch_size=settings.max_batch_size if settings.batching else 1,
+            max_wait_s=settings.batch_timeout_s if settings.batching else 0.0,
+            max_queue=settings.max_queue,
+            workers=settings.model_workers,
+            on_batch=metrics.observe_batch,
+            name=f"model-v{model.version}",
+        )
+
+    def _run(self, images: list[ImageInput]) -> list[Outcome]:
+        return self.model.predict(images)
+
+
+class ModelRepository:
+    """Loads the versions the policy selects and routes requests to them."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.root = Path(settings.model_dir)
+        self.name = settings.model_name or self.root.resolve().name
+        self.policy = VersionPolicy.parse(settings.versions)
+        self._versions: dict[int, ServedVersion] = {}
+        self._closing = False
+
+    @property
+    def versions(self) -> list[int]:
+        return sorted(self._versions)
+
+    @property
+    def ready(self) -> bool:
+        return bool(self._versions) and not self._closing
+
+    def default(self) -> ServedVersion:
+        if not self._versions:
+            raise Unavailable("no model version is loaded yet; retry shortly")
+        return self._versions[max(self._versions)]
+
+    def get(self, version: int) -> ServedVersion:
+        if self._closing:
+            raise Unavailable("the server is shutting down; retry on another replica")
+        if version < 0:
+            raise InvalidRequest(f"model_version must be 0 (latest) or positive, got {version}")
+        if version == 0:
+            return self.default()
+        served = self._versions.get(version)
+        if served is None:
+            loaded = ", ".join(map(str, self.versions)) or "none"
+            raise VersionNotFound(f"model version {version} is not loaded (loaded: {loaded})")
+        return served
+
+    async def load(self) -> list[int]:
+        """Loads and warms every version the policy selects; returns them.
+
+        Raises:
+            ModelLoadError: no version could be loaded.
+        """
+        available = layout.list_versions(self.root)
+        wanted = self.policy.select(available)
+        if not wanted:
+            raise ModelLoadError(
+                f"no exported version under {self.root} matches '{self.settings.versions}' "
+                f"(found: {', '.join(map(str, available)) or 'none'}); run `make train` first"
+            )
+        for version in wanted:
+            started = time.perf_counter()
+            try:
+                model = await asyncio.to_thread(self._load_and_warm, version)
+            except ModelLoadError:
+                self.metrics.loads.labels("failure").inc()
+                raise
+            self._versions[version] = ServedVersion(model, self.settings, self.metrics)
+            self.metrics.loads.labels("success").inc()
+            self.metrics.loaded_versions.labels(str(version)).set(1)
+            log.info(
+                "loaded %s version %d in %.2f s", self.name, version, time.perf_counter() - started
+            )
+        latest = self.default().model
+        self.metrics.model.info(
+            {
+                "name": self.name,
+                "default_version": str(latest.version),
+                "input": f"{latest.preprocess.height}x{latest.preprocess.width}",
+            }
+        )
+        return self.versions
+
+    def _load_and_warm(self, version: int) -> LoadedModel:
+        model = LoadedModel(self.name, self.root / str(version))
+        sizes = sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, self.settings.max_batch_size})
+        seconds = model.warm_up([s for s in sizes if s <= self.settings.max_batch_size])
+        log.info("warmed up version %d in %.2f s", version, seconds)
+        return model
+
+    async def classify(
+        self, image: ImageInput, version: int = 0, deadline: float | None = None
+    ) -> Prediction:
+        served = self.get(version)
+        self.metrics.queue_depth.set(served.batcher.queue_depth)
+        try:
+            probabilities = await served.batcher.submit(image, deadline)
+        except ServiceError:
+            self.metrics.images.labels("error").inc()
+            raise
+        self.metrics.images.labels("ok").inc()
+        return Prediction(probabilities, served.model.labels, self.name, served.model.version)
+
+    async def close(self) -> None:
+        """Refuses new work, then finishes every queued image."""
+        self._closing = True
+        await asyncio.gather(*(v.batcher.close() for v in self._versions.values()))

@@ -1,0 +1,112 @@
+"""Assembles and runs the gRPC server: servicer, health, reflection, metrics.
+
+Start-up order: bind the port and report NOT_SERVING; load and warm up the
+model off the event loop; then report SERVING. Requests that arrive before
+that are answered UNAVAILABLE. `stop` turns health NOT_SERVING, refuses new
+requests, finishes the accepted ones and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from protos.vggserve.v1 import classifier_pb2, classifier_pb2_grpc
+from service.images import Limits
+from service.metrics import Metrics
+from service.repository import ModelRepository
+from service.servicer import ImageClassifierServicer
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = classifier_pb2.DESCRIPTOR.services_by_name["ImageClassifier"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def grpc_options(settings: Settings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
+        # Several server processes may share a port only when asked to.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class Server:
+    """A vggserve server bound to `settings.host:settings.port`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.repository = ModelRepository(settings, self.metrics)
+        self.health = health.aio.HealthServicer()
+        self.port = 0
+        self.metrics_port: int | None = None
+        self.ready = asyncio.Event()
+        self._grpc = grpc.aio.server(
+            options=grpc_options(settings), maximum_concurrent_rpcs=settings.max_concurrent_rpcs
+        )
+        limits = Limits(max_bytes=settings.max_message_bytes, max_pixels=settings.max_image_pixels)
+        classifier_pb2_grpc.add_ImageClassifierServicer_to_server(
+            ImageClassifierServicer(
+                self.repository,
+                self.metrics,
+                limits,
+                stream_window=max(2 * settings.max_batch_size, 8),
+            ),
+            self._grpc,
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self._grpc
+        )
+
+    async def start(self) -> int:
+        """Binds and starts answering (NOT_SERVING until the model is warm)."""
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, NOT_SERVING)
+        address = f"{self.settings.host}:{self.settings.port}"
+        self.port = self._grpc.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {address}")
+        await self._grpc.start()
+        if self.settings.metrics_port >= 0:
+            host = self.settings.metrics_host or self.settings.host
+            self.metrics_port = self.metrics.serve(host, self.settings.metrics_port)
+        return self.port
+
+    async def load(self) -> None:
+        """Loads and warms the model, then reports SERVING."""
+        started = time.perf_counter()
+        versions = await self.repository.load()
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, SERVING)
+        self.ready.set()
+        log.info(
+            "serving %s version(s) %s on %s:%d (metrics: %s), ready in %.1f s",
+            self.repository.name,
+            ",".join(map(str, versions)),
+            self.settings.host,
+            self.port,
+            f"http port {self.metrics_port}" if self.metrics_port is not None else "off",
+            time.perf_counter() - started,
+        )
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """NOT_SERVING, refuse new requests, answer accepted ones, close."""
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, NOT_SERVING)
+        await self.repository.close()
+        await self._grpc.stop(grace_s)
+        self.metrics.stop()
+
+    async def wait_for_termination(self) -> None:
+        await self._grpc.wait_for_termination()

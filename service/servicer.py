@@ -1,0 +1,141 @@
+"""The ImageClassifier gRPC servicer: message -> core call -> message."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from protos.vggserve.v1 import classifier_pb2 as pb
+from protos.vggserve.v1 import classifier_pb2_grpc as pb_grpc
+from service import converters
+from service.errors import ServiceError
+from service.grpc_status import answer
+from service.images import Limits
+from service.metrics import Metrics
+from service.repository import ModelRepository
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
+    def __init__(
+        self, repository: ModelRepository, metrics: Metrics, limits: Limits, stream_window: int
+    ) -> None:
+        self.repository = repository
+        self.metrics = metrics
+        self.limits = limits
+        self.stream_window = stream_window
+
+    async def _classify(
+        self, message: pb.Image, top_k: int, with_probs: bool, version: int, deadline: float | None
+    ) -> pb.ClassifyResponse:
+        image = converters.image(message, self.limits)
+        prediction = await self.repository.classify(image, version, deadline)
+        return converters.response(prediction, top_k, with_probs)
+
+    async def _result(self, coro: asyncio.Future | object) -> pb.ImageResult:
+        try:
+            return converters.result(await coro)  # type: ignore[misc]
+        except ServiceError as exc:
+            return converters.result(exc)
+
+    async def Classify(
+        self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ClassifyResponse:
+        async with answer("Classify", context, self.metrics):
+            return await self._classify(
+                request.image,
+                request.top_k,
+                request.return_probabilities,
+                request.model_version,
+                _deadline(context),
+            )
+        raise AssertionError("unreachable: answer() aborts or returns")
+
+    async def ClassifyBatch(
+        self, request: pb.ClassifyBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ClassifyBatchResponse:
+        async with answer("ClassifyBatch", context, self.metrics):
+            self.repository.get(request.model_version)  # unknown version fails the call
+            deadline = _deadline(context)
+            results = await asyncio.gather(
+                *(
+                    self._result(
+                        self._classify(
+                            image,
+                            request.top_k,
+                            request.return_probabilities,
+                            request.model_version,
+                            deadline,
+                        )
+                    )
+                    for image in request.images
+                )
+            )
+            return pb.ClassifyBatchResponse(results=results)
+        raise AssertionError("unreachable")
+
+    async def ClassifyStream(
+        self, request_iterator: AsyncIterator[pb.ClassifyRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.StreamResult]:
+        # Answers go out as they finish; at most stream_window images of this
+        # stream are in flight, so a fast sender cannot fill the server's queue.
+        outbox: asyncio.Queue[pb.StreamResult | None] = asyncio.Queue()
+        window = asyncio.Semaphore(self.stream_window)
+        deadline = _deadline(context)
+
+        async def one(request: pb.ClassifyRequest) -> None:
+            try:
+                result = await self._result(
+                    self._classify(
+                        request.image,
+                        request.top_k,
+                        request.return_probabilities,
+                        request.model_version,
+                        deadline,
+                    )
+                )
+                await outbox.put(pb.StreamResult(request_id=request.request_id, result=result))
+            finally:
+                window.release()
+
+        async def read() -> None:
+            tasks: set[asyncio.Task[None]] = set()
+            try:
+                async for request in request_iterator:
+                    await window.acquire()
+                    task = asyncio.create_task(one(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if tasks:
+                    await asyncio.gather(*tasks)
+            finally:
+                await outbox.put(None)
+
+        async with answer("ClassifyStream", context, self.metrics):
+            reader = asyncio.create_task(read())
+            try:
+                while (item := await outbox.get()) is not None:
+                    yield item
+                await reader  # re-raises a failure of the request stream
+            finally:
+                reader.cancel()
+
+    async def GetModelMetadata(
+        self, request: pb.GetModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelMetadata:
+        async with answer("GetModelMetadata", context, self.metrics):
+            default = self.repository.default()
+            return converters.metadata(
+                self.repository.name,
+                self.repository.versions,
+                default.model,
+                default.batcher.max_batch_size,
+            )
+        raise AssertionError("unreachable")

@@ -1,0 +1,82 @@
+"""A real server on port 0, in a thread of its own, serving a real tiny export."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from service.client import Client
+from service.server import Server
+from service.settings import Settings
+
+
+class RunningServer:
+    """Runs `Server` on its own event loop thread; tests talk to it over gRPC."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.server = self._call(self._make())
+        self.port = self._call(self.server.start())
+
+    async def _make(self) -> Server:
+        return Server(self.settings)  # the gRPC server must be made on its loop
+
+    def _call(self, coro):  # type: ignore[no-untyped-def]
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=120)
+
+    def load(self) -> None:
+        self._call(self.server.load())
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def client(self, **kwargs: object) -> Client:
+        return Client(self.target, **kwargs)  # type: ignore[arg-type]
+
+    def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.server.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.read().decode()
+
+    def stop(self) -> None:
+        self._call(self.server.stop(grace_s=1.0))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+def settings_for(model_dir: Path, **overrides: object) -> Settings:
+    base = Settings(
+        model_dir=str(model_dir),
+        host="127.0.0.1",
+        port=0,
+        metrics_port=0,
+        max_batch_size=8,
+        batch_timeout_ms=2.0,
+    )
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def server(model_dir: Path) -> Iterator[RunningServer]:
+    running = RunningServer(settings_for(model_dir, versions="latest:2"))
+    running.load()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(server: RunningServer) -> Iterator[Client]:
+    with server.client(timeout=30.0) as c:
+        c.wait_until_serving()
+        yield c

@@ -1,0 +1,144 @@
+"""The command lines as a user runs them: server process, client CLI, proto generation."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.client import Client
+from service.client import main as client_main
+from tests.conftest import encode, random_pixels
+from tests.service.conftest import RunningServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_generated_protos_are_fresh() -> None:
+    result = subprocess.run(
+        [sys.executable, "scripts/gen_protos.py", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_generated_code_imports_from_any_directory(tmp_path: Path) -> None:
+    code = "from protos.vggserve.v1 import classifier_pb2_grpc; print('ok')"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.strip() == "ok", result.stderr
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    paths = {
+        "good": tmp_path / "good.png",
+        "bad": tmp_path / "bad.jpg",
+        "missing": tmp_path / "missing.png",
+    }
+    paths["good"].write_bytes(encode(random_pixels(20, 20)))
+    paths["bad"].write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    return paths
+
+
+def test_client_cli_prints_a_table_and_fails_only_the_bad_files(
+    server: RunningServer, files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [str(files[k]) for k in ("good", "missing", "bad")]
+    assert client_main([*argv, "--target", server.target, "--top-k", "2"]) == 1
+    out, err = capsys.readouterr()
+    assert f"{files['good']}  (model tiny v2)" in out
+    assert len(re.findall(r"^\s+\d+\.\d\d%\s+\w+$", out, re.M)) == 2
+    assert f"{files['missing']}: error: cannot read file" in err
+    assert f"{files['bad']}: error: INVALID_ARGUMENT" in err
+
+
+def test_client_cli_json(server: RunningServer, files: dict[str, Path], capsys) -> None:  # type: ignore[no-untyped-def]
+    assert client_main([str(files["good"]), "--target", server.target, "--json"]) == 0
+    line = json.loads(capsys.readouterr().out)
+    assert line["model_version"] == 2 and len(line["classes"]) == 5
+
+
+@pytest.fixture
+def server_process(model_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    env = {**os.environ, "VGGSERVE_METRICS_PORT": "-1", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "--model-dir",
+            str(model_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+        ],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:  # the log names the port it bound
+            if match := re.search(r"listening on 127\.0\.0\.1:(\d+)", line):
+                yield process, f"127.0.0.1:{match.group(1)}"
+                break
+        else:
+            pytest.fail(f"server exited before listening (code {process.wait()})")
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+        assert process.stderr is not None
+        process.stderr.close()
+
+
+def test_server_process_serves_then_exits_zero_on_sigterm(
+    server_process: tuple[subprocess.Popen[str], str],
+) -> None:
+    process, target = server_process
+    with Client(target) as client:
+        client.wait_until_serving(timeout=120)
+        assert client.classify(encode(random_pixels(8, 8))).model_version == 2
+    process.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    assert process.wait(timeout=60) == 0
+    assert time.monotonic() - started < 30
+
+
+def test_server_without_a_model_exits_with_a_clear_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "--model-dir",
+            str(tmp_path),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--metrics-port",
+            "-1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "no exported version under" in result.stderr and "make train" in result.stderr
