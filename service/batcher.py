@@ -151,16 +151,23 @@ class Batcher(Generic[T, R]):
         target = min(self._last_batch, self.max_batch_size)
         if self.max_wait_s <= 0 or len(self._queue) >= target or self._closed:
             return
-        until = time.monotonic() + self.max_wait_s
-        while len(self._queue) < target and not self._closed:
-            remaining = until - time.monotonic()
-            if remaining <= 0:
-                return
-            self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
-            except TimeoutError:
-                return
+        loop = asyncio.get_running_loop()
+        # One timer that sets the same event arrivals set: cheaper than wait_for,
+        # which would create a task per wait.
+        timed_out = False
+
+        def expire() -> None:
+            nonlocal timed_out
+            timed_out = True
+            self._arrived.set()
+
+        timer = loop.call_later(self.max_wait_s, expire)
+        try:
+            while len(self._queue) < target and not self._closed and not timed_out:
+                self._arrived.clear()
+                await self._arrived.wait()
+        finally:
+            timer.cancel()
 
     def _take(self) -> list[_Pending[T, R]]:
         now = time.monotonic()

@@ -57,5 +57,4 @@ async def answer(
         log.exception("%s failed", method)
         await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
     finally:
-        metrics.requests.labels(method, code).inc()
-        metrics.request_latency.labels(method).observe(time.perf_counter() - started)
+        metrics.record_rpc(method, code, time.perf_counter() - started)

@@ -2,24 +2,19 @@
 
 The server never decodes an image in Python: decoding happens batched inside
 the SavedModel's graph. Here we only read the few header bytes that say the
-format and the size (Pillow's lazy open), so an unsupported file, an empty
+format and the size (`service.headers`), so an unsupported file, an empty
 buffer or a decompression bomb (a small PNG that claims 30000x30000) is
 refused before it can reach a batch.
 """
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from service import headers
 from service.errors import InvalidImage
-
-# Pillow's own bomb check would warn or raise inside open(); we apply our own,
-# configurable limit to the header's size instead, before anything decodes.
-Image.MAX_IMAGE_PIXELS = None
 
 # What tf.io.decode_image accepts (GIF: its first frame).
 FORMATS = ("JPEG", "PNG", "BMP", "GIF")
@@ -55,13 +50,12 @@ def encoded(data: bytes, limits: Limits) -> EncodedImage:
     if len(data) > limits.max_bytes:
         raise InvalidImage(f"image is {len(data)} bytes; the limit is {limits.max_bytes}")
     try:
-        with Image.open(io.BytesIO(data), formats=FORMATS) as header:
-            fmt, (width, height) = header.format or "?", header.size
-    except UnidentifiedImageError:
-        raise InvalidImage(
-            f"image is not a JPEG, PNG, BMP or GIF file (starts with {data[:8]!r})"
-        ) from None
-    except (OSError, SyntaxError, ValueError) as exc:
+        fmt, width, height = headers.read(data)
+    except headers.HeaderError as exc:
+        if str(exc) == "unknown format":
+            raise InvalidImage(
+                f"image is not a JPEG, PNG, BMP or GIF file (starts with {data[:8]!r})"
+            ) from None
         raise InvalidImage(f"image header is corrupt: {exc}") from None
     _check_size(height, width, limits)
     return EncodedImage(data, fmt, height, width)

@@ -7,6 +7,7 @@ process (tests, benchmarks) do not mix their numbers.
 from __future__ import annotations
 
 import logging
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
@@ -67,6 +68,18 @@ class Metrics:
             "vggserve_model_loads_total", "Model version loads, by result", ["result"], registry=r
         )
         self._http: WSGIServer | None = None
+        # labels() costs microseconds a call; the children are looked up once.
+        self._rpc_children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self.images_ok = self.images.labels("ok")
+        self.images_error = self.images.labels("error")
+
+    def record_rpc(self, method: str, code: str, seconds: float) -> None:
+        children = self._rpc_children.get((method, code))
+        if children is None:
+            children = (self.requests.labels(method, code), self.request_latency.labels(method))
+            self._rpc_children[(method, code)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_batch(self, stats: BatchStats) -> None:
         self.batch_size.observe(stats.size)

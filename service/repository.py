@@ -182,9 +182,9 @@ class ModelRepository:
         try:
             probabilities = await served.batcher.submit(image, deadline)
         except ServiceError:
-            self.metrics.images.labels("error").inc()
+            self.metrics.images_error.inc()
             raise
-        self.metrics.images.labels("ok").inc()
+        self.metrics.images_ok.inc()
         return Prediction(probabilities, served.model.labels, self.name, served.model.version)
 
     async def close(self) -> None:

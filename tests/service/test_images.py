@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 
-from service import images
+from service import headers, images
 from service.errors import InvalidImage
 from tests.conftest import encode, random_pixels
 from tests.service.test_server import bomb_png
@@ -19,7 +22,7 @@ def test_supported_formats_report_their_size(fmt: str) -> None:
     assert (image.format, image.height, image.width) == (fmt, 30, 40)
 
 
-def test_tiff_is_not_accepted_even_though_pillow_reads_it() -> None:
+def test_tiff_is_not_accepted() -> None:
     with pytest.raises(InvalidImage, match="not a JPEG, PNG, BMP or GIF"):
         images.encoded(encode(random_pixels(8, 8), "TIFF"), LIMITS)
 
@@ -38,3 +41,45 @@ def test_pixels_keep_their_shape() -> None:
     array = random_pixels(5, 7)
     image = images.pixels(array.tobytes(), 5, 7, 3, LIMITS)
     np.testing.assert_array_equal(image.array, array)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode"),
+    [
+        ("JPEG", "RGB"),
+        ("JPEG", "L"),
+        ("PNG", "RGB"),
+        ("PNG", "L"),
+        ("PNG", "P"),
+        ("PNG", "RGBA"),
+        ("BMP", "RGB"),
+        ("BMP", "L"),
+        ("BMP", "P"),
+        ("GIF", "P"),
+        ("GIF", "L"),
+    ],
+)
+def test_header_reader_agrees_with_pillow(fmt: str, mode: str) -> None:
+    rng = np.random.default_rng(0)
+    for height, width in [(1, 1), (17, 300), (480, 640), tuple(rng.integers(1, 2000, 2))]:
+        data = encode(random_pixels(height, width), fmt, mode)
+        with Image.open(io.BytesIO(data)) as image:
+            expected = (image.format, image.width, image.height)
+        assert tuple(headers.read(data)) == expected
+
+
+def test_progressive_jpeg_and_exif_segments_are_skipped_to_the_frame() -> None:
+    image = Image.fromarray(random_pixels(33, 77))
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x010E] = "a description long enough to make an APP1 segment"
+    image.save(buffer, format="JPEG", progressive=True, exif=exif)
+    assert tuple(headers.read(buffer.getvalue())) == ("JPEG", 77, 33)
+
+
+@pytest.mark.parametrize(
+    "data", [b"\x89PNG\r\n\x1a\n\0\0", b"\xff\xd8\xff\xe0\x00\x10JFIF", b"GIF89a\x01", b"BM\0\0"]
+)
+def test_truncated_headers_are_errors(data: bytes) -> None:
+    with pytest.raises(headers.HeaderError):
+        headers.read(data)

@@ -1,0 +1,102 @@
+"""A locust gRPC user for vggserve (locust has none built in).
+
+    locust -f loadtest/locustfile.py --headless --host 127.0.0.1:8500 -u 16 -r 16 -t 30s
+
+Each simulated user opens its own channel; an interceptor reports every call
+to locust (name, response time, size, exception), so failures and latency
+percentiles land in locust's statistics like HTTP requests do. Images come
+from a generated corpus of JPEG and PNG files, 32x32 to 640x480, built once
+when locust starts.
+"""
+
+from __future__ import annotations
+
+# gRPC must be switched to gevent before any channel exists.
+import grpc.experimental.gevent as grpc_gevent
+
+grpc_gevent.init_gevent()
+
+import random  # noqa: E402
+import time  # noqa: E402
+from typing import Any  # noqa: E402
+
+import grpc  # noqa: E402
+from locust import User, constant, events, task  # noqa: E402
+from locust.env import Environment  # noqa: E402
+
+from loadtest import corpus  # noqa: E402
+from protos.vggserve.v1 import classifier_pb2 as pb  # noqa: E402
+from protos.vggserve.v1 import classifier_pb2_grpc as pb_grpc  # noqa: E402
+
+CORPUS: list[bytes] = []
+BATCH = 8
+
+
+@events.init.add_listener
+def build_corpus(environment: Environment, **_: Any) -> None:
+    CORPUS[:] = corpus.mixed(count=48, seed=0)
+
+
+class LocustInterceptor(grpc.UnaryUnaryClientInterceptor):
+    """Fires locust's request event for every unary call."""
+
+    def __init__(self, environment: Environment) -> None:
+        self.environment = environment
+
+    def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        exception: Exception | None = None
+        length = 0
+        call = continuation(client_call_details, request)
+        try:
+            length = call.result().ByteSize()
+        except grpc.RpcError as exc:
+            exception = exc
+        self.environment.events.request.fire(
+            request_type="grpc",
+            name=client_call_details.method.rsplit("/", 1)[-1],
+            response_time=(time.perf_counter() - started) * 1000.0,
+            response_length=length,
+            exception=exception,
+            context=None,
+        )
+        return call
+
+
+class GrpcUser(User):
+    """A locust user holding one gRPC channel to `host` ("host:port")."""
+
+    abstract = True
+
+    def __init__(self, environment: Environment) -> None:
+        super().__init__(environment)
+        assert self.host, "pass --host HOST:PORT"
+        self.channel = grpc.insecure_channel(
+            self.host,
+            options=[
+                ("grpc.max_send_message_length", 16 * 1024 * 1024),
+                ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+            ],
+        )
+        self.stub = pb_grpc.ImageClassifierStub(
+            grpc.intercept_channel(self.channel, LocustInterceptor(environment))
+        )
+
+    def on_stop(self) -> None:
+        self.channel.close()
+
+
+class ClassifierUser(GrpcUser):
+    """Mostly single images, sometimes a batch of eight, back to back."""
+
+    wait_time = constant(0)
+
+    @task(4)
+    def classify(self) -> None:
+        image = pb.Image(encoded=random.choice(CORPUS))
+        self.stub.Classify(pb.ClassifyRequest(image=image, top_k=5), timeout=30)
+
+    @task(1)
+    def classify_batch(self) -> None:
+        images = [pb.Image(encoded=data) for data in random.sample(CORPUS, BATCH)]
+        self.stub.ClassifyBatch(pb.ClassifyBatchRequest(images=images, top_k=5), timeout=30)

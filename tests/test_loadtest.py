@@ -1,0 +1,90 @@
+"""The load test and the benchmark run for real, briefly, against tiny models."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from loadtest import bench
+from loadtest.__main__ import main as loadtest_main
+
+
+@pytest.mark.slow
+def test_locust_run_records_successful_requests_and_no_failures(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    results = tmp_path / "results"
+    code = loadtest_main(
+        [
+            "--model-dir",
+            str(model_dir),
+            "--users",
+            "4",
+            "--spawn-rate",
+            "4",
+            "--run-time",
+            "4s",
+            "--results",
+            str(results),
+        ]
+    )
+    assert code == 0
+    with (results / "locust_stats.csv").open(newline="") as handle:
+        rows = {row["Name"]: row for row in csv.DictReader(handle)}
+    assert int(rows["Aggregated"]["Request Count"]) > 0
+    assert int(rows["Aggregated"]["Failure Count"]) == 0
+    assert int(rows["Classify"]["Request Count"]) > 0
+    assert (results / "report.html").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_locust_run_fails_when_p95_exceeds_its_bound(model_dir: Path, tmp_path: Path) -> None:
+    code = loadtest_main(
+        [
+            "--model-dir",
+            str(model_dir),
+            "--users",
+            "2",
+            "--run-time",
+            "2s",
+            "--results",
+            str(tmp_path),
+            "--max-p95-ms",
+            "0.001",
+        ]
+    )
+    assert code == 1
+
+
+@pytest.mark.slow
+def test_benchmark_writes_table_json_and_plot(model_dir: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    args = [
+        "--model-dir",
+        str(model_dir),
+        "--levels",
+        "1,4",
+        "--seconds",
+        "0.3",
+        "--window",
+        "0.5",
+        "--max-seconds",
+        "2",
+        "--image-size",
+        "32",
+        "--max-batch-size",
+        "8",
+        "--results",
+        str(tmp_path),
+    ]
+    assert bench.main(args) == 0
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert [r["batch"] for r in result["in_process"]] == [1, 8, 32]
+    assert [r["concurrency"] for r in result["served"]] == [1, 4]
+    assert all(r["errors"] == 0 and r["images_per_s"] > 0 for r in result["served"])
+    assert result["ratios"]["trivial_vs_bare"] > 0
+    assert result["device"].startswith("CPU")
+    assert (tmp_path / "bench.png").stat().st_size > 0
+    assert "best served Classify / best in-process" in capsys.readouterr().out
