@@ -41,10 +41,7 @@ train: $(STAMP)
 
 ## The README's main command: train the default model if none exists, then serve it.
 serve: $(STAMP)
-	@if ! ls -d $(MODELS)/$(NAME)/[0-9]* >/dev/null 2>&1; then \
-		echo "no model under $(MODELS)/$(NAME): training the default one first"; \
-		$(PY) -m model.train --output $(MODELS) --name $(NAME); \
-	fi
+	$(PY) -m model.train --output $(MODELS) --name $(NAME) --skip-if-exists
 	$(PY) -m service --model-dir $(MODELS)/$(NAME) --port $(PORT)
 
 loadtest: $(STAMP)

@@ -54,6 +54,7 @@ class TrainOptions:
     name: str = "vgg-mini"
     version: int | None = None
     verbose: int | str = "auto"
+    skip_if_exists: bool = False
 
 
 @dataclass
@@ -294,8 +295,14 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
     p.add_argument("--output", default=d.output, help="models folder (default: %(default)s)")
     p.add_argument("--name", default=d.name, help="model name (default: %(default)s)")
     p.add_argument("--version", type=int, help="version number (default: next free)")
-    args = p.parse_args(argv)
-    return TrainOptions(**vars(args))
+    p.add_argument(
+        "--skip-if-exists",
+        action="store_true",
+        help="do nothing when the model already has a version (for deploy jobs)",
+    )
+    args = vars(p.parse_args(argv))
+    skip = args.pop("skip_if_exists")
+    return TrainOptions(**args, skip_if_exists=skip)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,6 +310,13 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     options = parse_args(argv)
+    existing = layout.list_versions(Path(options.output) / options.name)
+    if options.skip_if_exists and existing:
+        print(
+            f"{options.output}/{options.name} has version(s) "
+            f"{', '.join(map(str, existing))}: nothing to do"
+        )
+        return 0
     try:
         result = train(options)
     except (DatasetError, FileExistsError) as exc:

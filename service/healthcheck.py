@@ -1,0 +1,35 @@
+"""`python -m service.healthcheck`: exit 0 when the server reports SERVING.
+
+For container HEALTHCHECKs and scripts: asks the standard grpc.health.v1
+service through the project's client, prints the status, and exits 1 on
+anything else (NOT_SERVING, no answer, refused connection).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import grpc
+
+from service.client import Client
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service.healthcheck", description=__doc__)
+    parser.add_argument("--target", default="127.0.0.1:8500", help="server host:port")
+    parser.add_argument("--service", default="", help="service name ('' = the whole server)")
+    parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait")
+    args = parser.parse_args(argv)
+    with Client(args.target, timeout=args.timeout, retries=0) as client:
+        try:
+            status = client.health(args.service)
+        except grpc.RpcError as exc:
+            print(f"{args.target}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 1
+    print(f"{args.target}: {status}")
+    return 0 if status == "SERVING" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
