@@ -21,9 +21,8 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-## The README's test command: lint, then the whole pytest suite.
-test: $(STAMP)
-	$(VENV)/bin/ruff check .
+## The README's test command: lint and type checks, then the whole pytest suite.
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

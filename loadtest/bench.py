@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -98,23 +97,13 @@ def in_process(
     return rows
 
 
-def device_description(device: str) -> str:
-    if device == "gpu":
-        import tensorflow as tf
+def device_description(kind: str) -> str:
+    from model import device
 
-        gpus = tf.config.list_physical_devices("GPU")
-        if not gpus:
-            raise SystemExit("--device gpu: TensorFlow sees no GPU here")
-        return "GPU: " + tf.config.experimental.get_device_details(gpus[0]).get("device_name", "?")
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU: {cpu}, {os.cpu_count()} cores"
+    described = device.describe()
+    if kind == "gpu" and not described.startswith("GPU"):
+        raise SystemExit("--device gpu: TensorFlow sees no GPU here")
+    return described
 
 
 def trivial_model(folder: Path) -> Path:
@@ -230,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # children inherit it too
     levels = [int(x) for x in args.levels.split(",")]
     WINDOW.update(window=args.window, max_seconds=args.max_seconds)
+    device_text = device_description(args.device)  # fails early when --device gpu has none
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
     from model import layout
@@ -283,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     at_top = next(r for r in served if r["concurrency"] == levels[-1])
     result: dict[str, Any] = {
         "model": f"{model_dir.name} v{versions[-1]}",
-        "device": device_description(args.device),
+        "device": device_text,
         "tensorflow": tf.__version__,
         "image": f"{args.image_size}x{args.image_size} JPEG",
         "max_batch_size": args.max_batch_size,

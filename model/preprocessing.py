@@ -42,7 +42,10 @@ class PreprocessConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in fields}
+        # JSON has lists where the dataclass has tuples.
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in fields
+        }
         return cls(**values)
 
 

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model import layout
+from model import device, layout
 from model.architecture import PRESETS, VGGConfig, build_vgg, preset
 from model.data import Dataset, DatasetError, cifar10, folder, stratified_split, synthetic
 from model.export import export_model
@@ -130,24 +130,6 @@ class _StopAtTarget(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def device_name() -> str:
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        return f"GPU: {details.get('device_name', gpus[0].name)}"
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    return f"CPU: {cpu} ({os.cpu_count()} cores)"
-
-
 def train(options: TrainOptions) -> TrainResult:
     """Trains, evaluates and exports; returns the new version's folder."""
     started = time.perf_counter()
@@ -210,7 +192,7 @@ def train(options: TrainOptions) -> TrainResult:
         settings={**asdict(options), "model": asdict(config)},
         wall_time_s=0.0,
         train_images_per_s=throughput.images_per_s,
-        device=device_name(),
+        device=device.describe(),
         epochs_run=len(history.history.get("loss", [])),
         best_epoch=int(np.argmax(val_acc)) + 1,
         extra={

@@ -37,7 +37,7 @@ def draw(model: keras.Model, image: np.ndarray, out: Path, max_maps: int = 16) -
     """
     names = feature_map_layers(model)
     probe = keras.Model(model.inputs, [model.get_layer(n).output for n in names])
-    maps = probe(image[None], training=False)
+    maps = probe([image[None]], training=False)  # a list: the model was built with [inputs]
     maps = [np.asarray(m)[0] for m in (maps if isinstance(maps, list) else [maps])]
     first = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
     kernel = np.asarray(first.kernel)  # (3, 3, 3, filters)

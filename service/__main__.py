@@ -6,6 +6,7 @@ Flags and VGGSERVE_* environment variables: `python -m service --help`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -29,8 +30,12 @@ def configure_tensorflow(settings: Settings) -> None:
 async def serve(settings: Settings) -> int:
     from service.server import Server
 
-    server = Server(settings)
-    port = await server.start()
+    try:
+        server = Server(settings)
+        port = await server.start()
+    except (ValueError, OSError) as exc:  # bad TLS/token files, port in use, ...
+        log.error("cannot start: %s", exc)
+        return 2
     log.info("listening on %s:%d; loading the model", settings.host, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -39,15 +44,26 @@ async def serve(settings: Settings) -> int:
     loading = asyncio.create_task(server.load())
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    if loading.done() and loading.exception() is not None:
-        exc = loading.exception()
-        log.error("cannot serve: %s", exc)
+    stopping.cancel()
+    failure = loading.exception() if loading.done() else None
+    if failure is not None:
+        log.error("cannot serve: %s", failure)
         await server.stop(0)
-        return 1 if isinstance(exc, ModelLoadError) else 2
+        return 1 if isinstance(failure, ModelLoadError) else 2
     await stop.wait()
-    log.info("stopping: draining requests in flight")
+    # Load balancers need a moment to see NOT_SERVING; meanwhile keep answering.
+    # A second signal skips the wait.
+    stop.clear()
+    await server.set_not_serving()
+    log.info("stopping: NOT_SERVING now, refusing new calls in %.1f s", settings.drain_grace_s)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), settings.drain_grace_s)
+    log.info(
+        "refusing new calls; answering the ones in flight (at most %.0f s)",
+        settings.drain_timeout_s,
+    )
     loading.cancel()
-    await server.stop()
+    await server.stop(settings.drain_timeout_s)
     log.info("stopped")
     return 0
 

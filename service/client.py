@@ -105,6 +105,9 @@ class Client:
         timeout: seconds each call may take (its gRPC deadline).
         retries: extra attempts after UNAVAILABLE, with exponential backoff.
         max_message_bytes: largest message sent or received.
+        token: bearer token, sent as `authorization` metadata on every call.
+        ca_file: PEM CA that signed the server's certificate; turns TLS on.
+        cert_file, key_file: client certificate and key, for mutual TLS.
     """
 
     def __init__(
@@ -113,6 +116,10 @@ class Client:
         timeout: float = 30.0,
         retries: int = 3,
         max_message_bytes: int = 16 * 1024 * 1024,
+        token: str | None = None,
+        ca_file: str | Path | None = None,
+        cert_file: str | Path | None = None,
+        key_file: str | Path | None = None,
     ) -> None:
         self.target = target
         self.timeout = timeout
@@ -122,9 +129,20 @@ class Client:
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         ]
-        self.channel = grpc.insecure_channel(target, options=options)
-        self.stub = pb_grpc.ImageClassifierStub(self.channel)
-        self._health = health_pb2_grpc.HealthStub(self.channel)
+        if ca_file or cert_file:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=Path(ca_file).read_bytes() if ca_file else None,
+                private_key=Path(key_file).read_bytes() if key_file else None,
+                certificate_chain=Path(cert_file).read_bytes() if cert_file else None,
+            )
+            self.channel = grpc.secure_channel(target, credentials, options=options)
+        else:
+            self.channel = grpc.insecure_channel(target, options=options)
+        channel = self.channel
+        if token:
+            channel = grpc.intercept_channel(channel, _BearerToken(token))
+        self.stub = pb_grpc.ImageClassifierStub(channel)
+        self._health = health_pb2_grpc.HealthStub(channel)
 
     def __enter__(self) -> Client:
         return self
@@ -201,6 +219,43 @@ class Client:
         raise TimeoutError(f"{self.target} did not report SERVING within {timeout} s")
 
 
+class _CallDetails(grpc.ClientCallDetails):
+    def __init__(self, base: grpc.ClientCallDetails, metadata: list[tuple[str, str]]) -> None:
+        self.method = base.method
+        self.timeout = base.timeout
+        self.metadata = metadata
+        self.credentials = base.credentials
+        self.wait_for_ready = getattr(base, "wait_for_ready", None)
+        self.compression = getattr(base, "compression", None)
+
+
+class _BearerToken(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds `authorization: Bearer <token>` to every call."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        return _CallDetails(details, [*(details.metadata or []), self._header])
+
+    def intercept_unary_unary(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):  # type: ignore[no-untyped-def]
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation, details, requests):  # type: ignore[no-untyped-def]
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation, details, requests):  # type: ignore[no-untyped-def]
+        return continuation(self._details(details), requests)
+
+
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
@@ -220,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=5, help="classes per image (default: 5)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    add_connection_flags(parser)
     args = parser.parse_args(argv)
     failed = 0
     readable: list[tuple[str, bytes]] = []
@@ -231,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
             _print_error(name, f"cannot read file: {exc.strerror or exc}", args.json)
     if not readable:
         return 1
-    with Client(args.target, timeout=args.timeout) as client:
+    with client_from_args(args) as client:
         try:
             outcomes = client.classify_batch([data for _, data in readable], top_k=args.top_k)
         except grpc.RpcError as exc:
@@ -248,6 +304,29 @@ def main(argv: list[str] | None = None) -> int:
             for score in outcome.classes:
                 print(f"  {score.probability:7.2%}  {score.label}")
     return 1 if failed else 0
+
+
+def add_connection_flags(parser: argparse.ArgumentParser) -> None:
+    """--token-file, --ca, --cert, --key (shared by the command-line tools)."""
+    parser.add_argument("--token-file", help="file holding the bearer token (first line)")
+    parser.add_argument("--ca", help="PEM CA of the server's certificate (turns TLS on)")
+    parser.add_argument("--cert", help="PEM client certificate, for mutual TLS")
+    parser.add_argument("--key", help="PEM key of --cert")
+
+
+def client_from_args(args: argparse.Namespace, **kwargs: Any) -> Client:
+    token = None
+    if args.token_file:
+        token = Path(args.token_file).read_text(encoding="utf-8").splitlines()[0].strip()
+    return Client(
+        args.target,
+        timeout=args.timeout,
+        token=token,
+        ca_file=args.ca,
+        cert_file=args.cert,
+        key_file=args.key,
+        **kwargs,
+    )
 
 
 def _print_error(name: str, message: str, as_json: bool) -> None:

@@ -6,7 +6,9 @@ process (tests, benchmarks) do not mix their numbers.
 
 from __future__ import annotations
 
+import collections
 import logging
+import time
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -18,6 +20,7 @@ log = logging.getLogger(__name__)
 
 # From 0.5 ms to 10 s: covers a cached tiny model and a VGG16 batch on a CPU.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10)
+RATE_WINDOW_S = 10.0
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
@@ -65,8 +68,21 @@ class Metrics:
             "vggserve_model_version_loaded", "1 for each loaded version", ["version"], registry=r
         )
         self.loads = Counter(
-            "vggserve_model_loads_total", "Model version loads, by result", ["result"], registry=r
+            "vggserve_model_loads_total",
+            "Model version loads (start-up and reloads), by result",
+            ["result"],
+            registry=r,
         )
+        self.unloads = Counter(
+            "vggserve_model_unloads_total", "Model versions unloaded", registry=r
+        )
+        self.images_per_second = Gauge(
+            "vggserve_images_per_second",
+            f"Images computed per second over the last {RATE_WINDOW_S:.0f} s",
+            registry=r,
+        )
+        self._answered: collections.deque[tuple[float, int]] = collections.deque()
+        self.images_per_second.set_function(self._rate)
         self._http: WSGIServer | None = None
         # labels() costs microseconds a call; the children are looked up once.
         self._rpc_children: dict[tuple[str, str], tuple[Any, Any]] = {}
@@ -81,7 +97,16 @@ class Metrics:
         children[0].inc()
         children[1].observe(seconds)
 
+    def _rate(self) -> float:
+        # Runs on the HTTP thread: list() copies the deque atomically (GIL).
+        cutoff = time.monotonic() - RATE_WINDOW_S
+        return sum(n for at, n in list(self._answered) if at >= cutoff) / RATE_WINDOW_S
+
     def observe_batch(self, stats: BatchStats) -> None:
+        now = time.monotonic()
+        self._answered.append((now, stats.size))
+        while self._answered[0][0] < now - RATE_WINDOW_S:
+            self._answered.popleft()
         self.batch_size.observe(stats.size)
         self.batch_latency.observe(stats.compute_seconds)
         for seconds in stats.queue_seconds:

@@ -103,6 +103,8 @@ class ModelRepository:
         self.name = settings.model_name or self.root.resolve().name
         self.policy = VersionPolicy.parse(settings.versions)
         self._versions: dict[int, ServedVersion] = {}
+        # Versions that failed to load, with the files' stamp when they did.
+        self._failed: dict[int, float] = {}
         self._closing = False
 
     @property
@@ -132,31 +134,72 @@ class ModelRepository:
         return served
 
     async def load(self) -> list[int]:
-        """Loads and warms every version the policy selects; returns them.
+        """Loads and warms the versions the policy selects (start-up); returns them.
 
         Raises:
             ModelLoadError: no version could be loaded.
         """
-        available = layout.list_versions(self.root)
-        wanted = self.policy.select(available)
-        if not wanted:
+        await self.sync()
+        if not self._versions:
+            found = ", ".join(map(str, layout.list_versions(self.root))) or "none"
+            failed = ", ".join(map(str, sorted(self._failed)))
             raise ModelLoadError(
-                f"no exported version under {self.root} matches '{self.settings.versions}' "
-                f"(found: {', '.join(map(str, available)) or 'none'}); run `make train` first"
+                f"no usable exported version under {self.root} matches "
+                f"'{self.settings.versions}' (found: {found}"
+                f"{'; failed to load: ' + failed if failed else ''}); run `make train` first"
             )
-        for version in wanted:
-            started = time.perf_counter()
+        return self.versions
+
+    async def watch(self, interval_s: float) -> None:
+        """Re-reads the model folder every `interval_s` seconds, forever."""
+        while not self._closing:
+            await asyncio.sleep(interval_s)
             try:
-                model = await asyncio.to_thread(self._load_and_warm, version)
-            except ModelLoadError:
-                self.metrics.loads.labels("failure").inc()
-                raise
-            self._versions[version] = ServedVersion(model, self.settings, self.metrics)
-            self.metrics.loads.labels("success").inc()
-            self.metrics.loaded_versions.labels(str(version)).set(1)
-            log.info(
-                "loaded %s version %d in %.2f s", self.name, version, time.perf_counter() - started
+                await self.sync()
+            except Exception:  # keep watching: the next poll may succeed
+                log.exception("model folder check failed")
+
+    async def sync(self) -> None:
+        """Brings the loaded versions in line with the folder and the policy.
+
+        New versions are loaded and warmed off the event loop, then switched to
+        in one step; versions no longer wanted are removed from routing first,
+        then closed, which answers everything already queued for them. A
+        version that fails to load is logged and skipped (until its files
+        change); the versions being served stay.
+        """
+        usable = [v for v in layout.list_versions(self.root) if not self._known_bad(v)]
+        wanted = self.policy.select(usable)
+        for version in wanted:
+            if version not in self._versions and not self._closing:
+                await self._load(version)
+        keep = [v for v in wanted if v in self._versions]
+        if not keep:
+            return  # nothing wanted could be loaded: keep serving what we have
+        for version in [v for v in self._versions if v not in keep]:
+            await self._unload(version)
+
+    def _known_bad(self, version: int) -> bool:
+        stamp = self._failed.get(version)
+        return stamp is not None and stamp == _stamp(self.root / str(version))
+
+    async def _load(self, version: int) -> None:
+        started = time.perf_counter()
+        try:
+            model = await asyncio.to_thread(self._load_and_warm, version)
+        except Exception as exc:  # a broken export must never take the server down
+            self._failed[version] = _stamp(self.root / str(version))
+            self.metrics.loads.labels("failure").inc()
+            log.error(
+                "not serving %s version %d: it failed to load: %s",
+                self.name,
+                version,
+                _one_line(exc),
             )
+            return
+        self._versions[version] = ServedVersion(model, self.settings, self.metrics)
+        self.metrics.loads.labels("success").inc()
+        self.metrics.loaded_versions.labels(str(version)).set(1)
         latest = self.default().model
         self.metrics.model.info(
             {
@@ -165,7 +208,16 @@ class ModelRepository:
                 "input": f"{latest.preprocess.height}x{latest.preprocess.width}",
             }
         )
-        return self.versions
+        log.info(
+            "loaded %s version %d in %.2f s", self.name, version, time.perf_counter() - started
+        )
+
+    async def _unload(self, version: int) -> None:
+        served = self._versions.pop(version)  # new requests no longer reach it
+        await served.batcher.close()  # answers the ones already queued
+        self.metrics.loaded_versions.remove(str(version))
+        self.metrics.unloads.inc()
+        log.info("unloaded %s version %d", self.name, version)
 
     def _load_and_warm(self, version: int) -> LoadedModel:
         model = LoadedModel(self.name, self.root / str(version))
@@ -191,3 +243,16 @@ class ModelRepository:
         """Refuses new work, then finishes every queued image."""
         self._closing = True
         await asyncio.gather(*(v.batcher.close() for v in self._versions.values()))
+
+
+def _stamp(version_dir: Path) -> float:
+    """Changes when the version's SavedModel is rewritten (then it is tried again)."""
+    try:
+        return (version_dir / "saved_model.pb").stat().st_mtime
+    except OSError:
+        return -1.0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())[:500]

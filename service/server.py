@@ -20,6 +20,7 @@ from protos.vggserve.v1 import classifier_pb2, classifier_pb2_grpc
 from service.images import Limits
 from service.metrics import Metrics
 from service.repository import ModelRepository
+from service.security import TokenAuth, load_tokens, server_credentials, warn_if_exposed
 from service.servicer import ImageClassifierServicer
 from service.settings import Settings
 
@@ -51,8 +52,14 @@ class Server:
         self.port = 0
         self.metrics_port: int | None = None
         self.ready = asyncio.Event()
+        self._credentials = server_credentials(settings)
+        tokens = load_tokens(settings)
+        warn_if_exposed(settings, self._credentials is not None, tokens)
+        self._watch: asyncio.Task[None] | None = None
         self._grpc = grpc.aio.server(
-            options=grpc_options(settings), maximum_concurrent_rpcs=settings.max_concurrent_rpcs
+            options=grpc_options(settings),
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+            interceptors=[TokenAuth(tokens)] if tokens else None,
         )
         limits = Limits(max_bytes=settings.max_message_bytes, max_pixels=settings.max_image_pixels)
         classifier_pb2_grpc.add_ImageClassifierServicer_to_server(
@@ -74,7 +81,10 @@ class Server:
         for service in ("", SERVICE_NAME):
             await self.health.set(service, NOT_SERVING)
         address = f"{self.settings.host}:{self.settings.port}"
-        self.port = self._grpc.add_insecure_port(address)
+        if self._credentials is None:
+            self.port = self._grpc.add_insecure_port(address)
+        else:
+            self.port = self._grpc.add_secure_port(address, self._credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {address}")
         await self._grpc.start()
@@ -87,9 +97,10 @@ class Server:
         """Loads and warms the model, then reports SERVING."""
         started = time.perf_counter()
         versions = await self.repository.load()
-        for service in ("", SERVICE_NAME):
-            await self.health.set(service, SERVING)
-        self.ready.set()
+        if self.settings.poll_interval_s > 0:
+            self._watch = asyncio.create_task(
+                self.repository.watch(self.settings.poll_interval_s), name="model-watch"
+            )
         log.info(
             "serving %s version(s) %s on %s:%d (metrics: %s), ready in %.1f s",
             self.repository.name,
@@ -99,13 +110,25 @@ class Server:
             f"http port {self.metrics_port}" if self.metrics_port is not None else "off",
             time.perf_counter() - started,
         )
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, SERVING)
+        self.ready.set()
 
-    async def stop(self, grace_s: float = 5.0) -> None:
-        """NOT_SERVING, refuse new requests, answer accepted ones, close."""
+    async def set_not_serving(self) -> None:
+        """Tells health checkers (load balancers) to stop sending; still answers."""
         for service in ("", SERVICE_NAME):
             await self.health.set(service, NOT_SERVING)
+
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        """NOT_SERVING; new requests get UNAVAILABLE; accepted ones are answered; close.
+
+        `timeout_s` bounds the wait for calls in flight; later ones are cancelled.
+        """
+        await self.set_not_serving()
+        if self._watch is not None:
+            self._watch.cancel()
         await self.repository.close()
-        await self._grpc.stop(grace_s)
+        await self._grpc.stop(timeout_s)
         self.metrics.stop()
 
     async def wait_for_termination(self) -> None:

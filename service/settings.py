@@ -44,6 +44,22 @@ class Settings:
     max_image_pixels: int = _opt(36_000_000, "largest width x height accepted (before decoding)")
     max_concurrent_rpcs: int = _opt(1000, "RPCs handled at once; more wait at the transport")
     max_concurrent_streams: int = _opt(100, "HTTP/2 streams per client connection")
+    poll_interval_s: float = _opt(
+        2.0, "seconds between checks of the model folder for new or removed versions (0: off)"
+    )
+    drain_grace_s: float = _opt(
+        3.0, "after SIGTERM: seconds of NOT_SERVING (still answering) before refusing new calls"
+    )
+    drain_timeout_s: float = _opt(30.0, "after the grace: longest wait for calls in flight")
+    tls_cert: str = _opt("", "PEM server certificate (chain); with --tls-key turns TLS on")
+    tls_key: str = _opt("", "PEM private key of --tls-cert")
+    tls_client_ca: str = _opt("", "PEM CA bundle; when set, clients must present a certificate")
+    auth_token: str = field(
+        default="",
+        repr=False,
+        metadata={"help": "bearer token every RPC but health must carry (prefer the file)"},
+    )
+    auth_token_file: str = _opt("", "file of accepted bearer tokens, one per line")
     log_level: str = _opt("INFO", "DEBUG, INFO, WARNING or ERROR")
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pickle
 import tarfile
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
@@ -75,7 +75,7 @@ def _read_archive(path: Path) -> dict[str, bytes]:
     return found
 
 
-def _unpickle(data: bytes) -> dict[bytes, object]:
+def _unpickle(data: bytes) -> dict[bytes, Any]:
     # The archive's own format; only open archives you trust (pickle runs code).
     return pickle.loads(data, encoding="bytes")
 

@@ -49,7 +49,7 @@ class RunningServer:
             return response.read().decode()
 
     def stop(self) -> None:
-        self._call(self.server.stop(grace_s=1.0))
+        self._call(self.server.stop(timeout_s=5.0))
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.loop.close()

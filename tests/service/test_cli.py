@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from loadtest.serverproc import local_server
 from service.client import Client
 from service.client import main as client_main
 from tests.conftest import encode, random_pixels
@@ -71,53 +69,12 @@ def test_client_cli_json(server: RunningServer, files: dict[str, Path], capsys) 
     assert line["model_version"] == 2 and len(line["classes"]) == 5
 
 
-@pytest.fixture
-def server_process(model_dir: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    env = {**os.environ, "VGGSERVE_METRICS_PORT": "-1", "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "--model-dir",
-            str(model_dir),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-        ],
-        cwd=ROOT,
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert process.stderr is not None
-        for line in process.stderr:  # the log names the port it bound
-            if match := re.search(r"listening on 127\.0\.0\.1:(\d+)", line):
-                yield process, f"127.0.0.1:{match.group(1)}"
-                break
-        else:
-            pytest.fail(f"server exited before listening (code {process.wait()})")
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=30)
-        assert process.stderr is not None
-        process.stderr.close()
-
-
-def test_server_process_serves_then_exits_zero_on_sigterm(
-    server_process: tuple[subprocess.Popen[str], str],
-) -> None:
-    process, target = server_process
-    with Client(target) as client:
-        client.wait_until_serving(timeout=120)
-        assert client.classify(encode(random_pixels(8, 8))).model_version == 2
-    process.send_signal(signal.SIGTERM)
-    started = time.monotonic()
-    assert process.wait(timeout=60) == 0
-    assert time.monotonic() - started < 30
+def test_server_process_serves_then_exits_zero_on_sigterm(model_dir: Path) -> None:
+    with local_server(model_dir, ["--drain-grace-s", "0"]) as child:
+        with Client(child.target) as client:
+            assert client.classify(encode(random_pixels(8, 8))).model_version == 2
+        child.process.send_signal(signal.SIGTERM)
+        assert child.process.wait(timeout=60) == 0
 
 
 def test_server_without_a_model_exits_with_a_clear_error(tmp_path: Path) -> None:
@@ -141,4 +98,4 @@ def test_server_without_a_model_exits_with_a_clear_error(tmp_path: Path) -> None
         timeout=120,
     )
     assert result.returncode == 1
-    assert "no exported version under" in result.stderr and "make train" in result.stderr
+    assert "no usable exported version under" in result.stderr and "make train" in result.stderr

@@ -241,7 +241,7 @@ def test_concurrent_requests_are_batched_and_each_caller_gets_its_own_answer(
             "both sides must be at least 1 pixel",
         ),
         (pb.Image(), "request has no image"),
-        (pb.Image(encoded=encode(random_pixels(64, 64), "JPEG")[:300]), "image header is corrupt"),
+        (pb.Image(encoded=encode(random_pixels(64, 64), "JPEG")[:100]), "image header is corrupt"),
         # The header is intact, so this one reaches a batch and fails to decode there.
         (pb.Image(encoded=half_a_jpeg()), "image does not decode"),
     ],
@@ -293,3 +293,32 @@ def test_expired_deadline_is_deadline_exceeded(client: Client) -> None:
     request = pb.ClassifyRequest(image=pb.Image(encoded=encode(random_pixels(300, 300), "PNG")))
     error = rpc_error(lambda: client.stub.Classify(request, timeout=0.0005))
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+
+def scrape(server: RunningServer, name: str) -> float:
+    match = re.search(rf"^{re.escape(name)} ([\d.e+-]+)$", server.metrics(), re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_metrics_move_with_real_requests(server: RunningServer, client: Client) -> None:
+    ok = 'vggserve_requests_total{code="OK",method="Classify"}'
+    bad = 'vggserve_requests_total{code="INVALID_ARGUMENT",method="Classify"}'
+    images_ok = 'vggserve_images_total{outcome="ok"}'
+    latency = 'vggserve_request_duration_seconds_count{method="Classify"}'
+    before = {name: scrape(server, name) for name in (ok, bad, images_ok, latency)}
+    for seed in range(5):
+        client.classify(encode(random_pixels(12, 12, seed=seed)))
+    rpc_error(lambda: client.classify(b"junk"))
+    after = {name: scrape(server, name) for name in (ok, bad, images_ok, latency)}
+    assert after[ok] - before[ok] == 5
+    assert after[bad] - before[bad] == 1
+    assert after[images_ok] - before[images_ok] == 5
+    assert after[latency] - before[latency] == 6
+    assert scrape(server, "vggserve_images_per_second") > 0
+    assert scrape(server, 'vggserve_model_version_loaded{version="1"}') == 1
+    assert scrape(server, 'vggserve_model_version_loaded{version="2"}') == 1
+    assert scrape(server, 'vggserve_model_loads_total{result="success"}') >= 2
+    assert scrape(server, "vggserve_queue_depth") >= 0

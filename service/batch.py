@@ -1,0 +1,316 @@
+"""Batch inference over files and folders: `python -m service.batch`.
+
+    python -m service.batch photos/ more.jpg --out predictions.csv
+    python -m service.batch photos/ --out predictions.jsonl --local models/vgg-mini
+
+Streams images through ClassifyStream with a bounded window of images in
+flight, so memory stays flat however large the folder. Rows are appended and
+flushed as answers arrive; re-running with the same --out skips the images
+already written (a kill loses at most the window in flight). A file that
+cannot be read or classified becomes an error row and the run goes on; the
+exit status is 1 when any image failed. When the server goes away mid-run
+(UNAVAILABLE), the tool reconnects with exponential backoff and resends only
+the images not yet written. --local runs the SavedModel in this process with
+the server's own batching, no server needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import io
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import grpc
+from tqdm import tqdm
+
+from service.client import (
+    Classification,
+    Client,
+    ImageError,
+    add_connection_flags,
+    client_from_args,
+)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif"})
+FIELDS = ("path", "status", "label", "probability", "top_k", "model", "version", "error")
+
+log = logging.getLogger("service.batch")
+
+
+@dataclass
+class Row:
+    path: str
+    status: str  # "ok" or "error"
+    label: str = ""
+    probability: float | str = ""
+    top_k: str = ""  # JSON list of [label, probability]
+    model: str = ""
+    version: int | str = ""
+    error: str = ""
+
+    @classmethod
+    def of(cls, path: str, outcome: Classification | ImageError | str) -> Row:
+        if isinstance(outcome, Classification):
+            best = outcome.classes[0]
+            top = [[c.label, round(c.probability, 6)] for c in outcome.classes]
+            return cls(
+                path,
+                "ok",
+                best.label,
+                round(best.probability, 6),
+                json.dumps(top),
+                outcome.model_name,
+                outcome.model_version,
+            )
+        message = outcome if isinstance(outcome, str) else f"{outcome.code.name}: {outcome.message}"
+        return cls(path, "error", error=message)
+
+
+def find_images(inputs: Iterable[str]) -> Iterator[Path]:
+    """Files as given, and image files under folders (recursively, sorted)."""
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            yield from sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+        else:
+            yield path  # a missing file becomes an error row
+
+
+class Output:
+    """Appends rows to a CSV or JSONL file, flushing each; knows what is done."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.jsonl = path.suffix.lower() in {".jsonl", ".ndjson"}
+        self.done = self._recover()
+        self.written = {"ok": 0, "error": 0}
+        new = not path.exists() or path.stat().st_size == 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[str] = path.open("a", newline="", encoding="utf-8")
+        self._csv = csv.DictWriter(self._file, FIELDS) if not self.jsonl else None
+        self._lock = threading.Lock()  # the request thread writes unreadable-file rows
+        if new and self._csv is not None:
+            self._csv.writeheader()
+            self._file.flush()
+
+    def _recover(self) -> set[str]:
+        """Paths already written; drops a last line cut short by a kill."""
+        if not self.path.exists():
+            return set()
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            data = data[: data.rfind(b"\n") + 1]
+            self.path.write_bytes(data)
+        text = data.decode("utf-8")
+        if self.jsonl:
+            return {json.loads(line)["path"] for line in text.splitlines() if line.strip()}
+        return {row["path"] for row in csv.DictReader(io.StringIO(text))}
+
+    def write(self, row: Row) -> None:
+        values = {name: getattr(row, name) for name in FIELDS}
+        with self._lock:
+            if row.path in self.done:  # never two rows for one image
+                return
+            if self._csv is not None:
+                self._csv.writerow(values)
+            else:
+                self._file.write(json.dumps(values) + "\n")
+            self._file.flush()
+            self.done.add(row.path)
+            self.written[row.status] += 1
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _read(path: Path) -> bytes | str:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        return f"cannot read file: {exc.strerror or exc}"
+
+
+def run_remote(args: argparse.Namespace, todo: list[Path], output: Output, progress: tqdm) -> None:
+    """Streams `todo` to the server; reconnects on UNAVAILABLE without losing rows."""
+    attempt = 0
+    with client_from_args(args, retries=0) as client:
+        while True:
+            remaining = [p for p in todo if str(p) not in output.done]
+            if not remaining:
+                return
+            try:
+                _stream(client, remaining, output, progress, args.window, args.top_k)
+                return
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt >= args.max_retries:
+                    raise
+                delay = min(args.backoff * 2**attempt, 30.0)
+                attempt += 1
+                log.warning(
+                    "server unavailable (%s); reconnecting in %.1f s (%d/%d)",
+                    exc.details(),
+                    delay,
+                    attempt,
+                    args.max_retries,
+                )
+                time.sleep(delay)  # backoff before reconnecting
+
+
+def _stream(
+    client: Client, paths: list[Path], output: Output, progress: tqdm, window_size: int, top_k: int
+) -> None:
+    window = threading.Semaphore(window_size)
+    finished = threading.Event()
+    order: list[str] = []  # classify_many numbers images in the order they are sent
+
+    def images() -> Iterator[bytes]:
+        for path in paths:
+            data = _read(path)
+            if isinstance(data, str):  # unreadable: an error row, nothing to send
+                output.write(Row.of(str(path), data))
+                progress.update()
+                continue
+            while not window.acquire(timeout=0.5):  # at most window_size in flight
+                if finished.is_set():
+                    return
+            order.append(str(path))
+            yield data
+
+    try:
+        for index, outcome in client.classify_many(images(), top_k=top_k):
+            output.write(Row.of(order[index], outcome))
+            window.release()
+            progress.update()
+    finally:
+        finished.set()  # lets the request thread stop if the call broke
+
+
+def run_local(args: argparse.Namespace, todo: list[Path], output: Output, progress: tqdm) -> None:
+    asyncio.run(_local(args, todo, output, progress))
+
+
+async def _local(
+    args: argparse.Namespace, todo: list[Path], output: Output, progress: tqdm
+) -> None:
+    """The server's own core (validation, batcher, runtime) in this process."""
+    from service import images
+    from service.client import ClassScore
+    from service.errors import ServiceError
+    from service.metrics import Metrics
+    from service.repository import ModelRepository
+    from service.settings import Settings
+
+    settings = Settings(
+        model_dir=args.local, max_batch_size=args.batch_size, poll_interval_s=0, metrics_port=-1
+    )
+    repository = ModelRepository(settings, Metrics())
+    await repository.load()
+    limits = images.Limits(settings.max_message_bytes, settings.max_image_pixels)
+    window = asyncio.Semaphore(args.window)
+
+    async def one(path: Path) -> None:
+        try:
+            data = await asyncio.to_thread(_read, path)
+            outcome: Classification | ImageError | str
+            if isinstance(data, str):
+                outcome = data
+            else:
+                try:
+                    prediction = await repository.classify(images.encoded(data, limits))
+                    outcome = Classification(
+                        [ClassScore(i, label, p) for i, label, p in prediction.top(args.top_k)],
+                        prediction.model_name,
+                        prediction.version,
+                    )
+                except ServiceError as exc:
+                    outcome = ImageError(grpc.StatusCode[exc.code], exc.message)
+            output.write(Row.of(str(path), outcome))
+            progress.update()
+        finally:
+            window.release()
+
+    tasks: set[asyncio.Task[None]] = set()
+    for path in todo:
+        await window.acquire()
+        task = asyncio.create_task(one(path))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    await asyncio.gather(*tasks)
+    await repository.close()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m service.batch",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", help="image files and folders (searched recursively)")
+    p.add_argument("--out", required=True, help="predictions file: .csv, or .jsonl")
+    p.add_argument("--target", default="127.0.0.1:8500", help="server host:port")
+    p.add_argument(
+        "--local",
+        metavar="MODEL_DIR",
+        help="run models/<name> in this process instead of calling a server",
+    )
+    p.add_argument("--top-k", type=int, default=5, help="classes per image (default: 5)")
+    p.add_argument("--window", type=int, default=64, help="images in flight (default: 64)")
+    p.add_argument("--batch-size", type=int, default=32, help="--local: images per model call")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds for one-shot calls")
+    p.add_argument(
+        "--max-retries",
+        type=int,
+        default=8,
+        help="reconnect attempts after UNAVAILABLE (default: 8)",
+    )
+    p.add_argument("--backoff", type=float, default=0.5, help="first reconnect delay, doubling")
+    add_connection_flags(p)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    output = Output(Path(args.out))
+    found = list(find_images(args.inputs))
+    todo = [p for p in found if str(p) not in output.done]
+    skipped = len(found) - len(todo)
+    if skipped:
+        print(
+            f"resuming: {skipped} of {len(found)} images are already in {args.out}", file=sys.stderr
+        )
+    started = time.perf_counter()
+    progress = tqdm(total=len(todo), unit="img", desc="classifying", smoothing=0.1)
+    try:
+        (run_local if args.local else run_remote)(args, todo, output, progress)
+    except grpc.RpcError as exc:
+        print(f"error: {args.target}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 2
+    finally:
+        progress.close()
+        output.close()
+    seconds = time.perf_counter() - started
+    ok, failed = output.written["ok"], output.written["error"]
+    print(
+        f"done: {ok} classified, {failed} failed, {skipped} already done; "
+        f"{seconds:.1f} s, {(ok + failed) / seconds if seconds else 0:.1f} images/s; "
+        f"rows in {args.out}",
+        file=sys.stderr,
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""Transport security and token authentication for the server.
+
+TLS: a certificate and key, and optionally a CA whose client certificates are
+required (mutual TLS). Tokens: when any is configured, every RPC except the
+health service must carry `authorization: Bearer <token>`; otherwise it is
+answered UNAUTHENTICATED. Tokens are compared in constant time and never
+logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+OPEN_METHODS_PREFIX = "/grpc.health.v1.Health/"  # probes carry no credentials
+ALL_INTERFACES = {"0.0.0.0", "::", "[::]", ""}
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials from the settings, or None for plaintext."""
+    if not settings.tls_cert and not settings.tls_key:
+        if settings.tls_client_ca:
+            raise ValueError("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if not (settings.tls_cert and settings.tls_key):
+        raise ValueError("TLS needs both --tls-cert and --tls-key")
+    key = Path(settings.tls_key).read_bytes()
+    cert = Path(settings.tls_cert).read_bytes()
+    client_ca = Path(settings.tls_client_ca).read_bytes() if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
+def load_tokens(settings: Settings) -> list[bytes]:
+    """The accepted tokens: --auth-token, plus one per line of --auth-token-file."""
+    tokens = [settings.auth_token] if settings.auth_token else []
+    if settings.auth_token_file:
+        lines = Path(settings.auth_token_file).read_text(encoding="utf-8").splitlines()
+        tokens += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    return [t.encode() for t in tokens]
+
+
+def warn_if_exposed(settings: Settings, tls: bool, tokens: list[bytes]) -> None:
+    if settings.host in ALL_INTERFACES and not tls and not tokens:
+        log.warning(
+            "listening on all interfaces (%s) without TLS or a token: anyone who can reach "
+            "port %d can use the model and read its metadata; set --host 127.0.0.1, or "
+            "--tls-cert/--tls-key, or --auth-token-file",
+            settings.host or "*",
+            settings.port,
+        )
+
+
+class TokenAuth(grpc.aio.ServerInterceptor):
+    """Refuses RPCs (except health checks) without a valid bearer token."""
+
+    def __init__(self, tokens: list[bytes]) -> None:
+        if not tokens:
+            raise ValueError("TokenAuth needs at least one token")
+        self._tokens = tokens
+
+    def _valid(self, presented: bytes) -> bool:
+        # Compare with every token, whatever matches, so timing says nothing.
+        results = [hmac.compare_digest(presented, token) for token in self._tokens]
+        return any(results)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(OPEN_METHODS_PREFIX):
+            return handler
+        header = ""
+        for key, value in details.invocation_metadata or ():
+            if key == "authorization":
+                header = value if isinstance(value, str) else value.decode()
+        if not header.startswith("Bearer "):
+            return _denied(
+                handler, "missing credentials: send metadata 'authorization: Bearer <token>'"
+            )
+        if not self._valid(header.removeprefix("Bearer ").strip().encode()):
+            return _denied(handler, "the bearer token is not valid")
+        return handler
+
+
+def _denied(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+    async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        yield  # pragma: no cover  (makes this an async generator, as streaming handlers are)
+
+    kinds = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+    }
+    maker = kinds.get((handler.request_streaming, handler.response_streaming))
+    if maker is not None:
+        return maker(
+            deny,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    maker = (
+        grpc.stream_stream_rpc_method_handler
+        if handler.request_streaming
+        else grpc.unary_stream_rpc_method_handler
+    )
+    return maker(
+        deny_stream,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
