@@ -84,14 +84,9 @@ def child_server(
             process.stderr.close()
 
 
-def local_server(
-    model_dir: str | Path,
-    extra_args: Sequence[str] = (),
-    log_path: Path | None = None,
-    env: dict[str, str] | None = None,
-) -> AbstractContextManager[Child]:
-    """A vggserve server for `model_dir` on a free loopback port."""
-    command = [
+def server_command(model_dir: str | Path, extra_args: Sequence[str] = ()) -> list[str]:
+    """`python -m service` for `model_dir` on a free loopback port, metrics off."""
+    return [
         sys.executable,
         "-m",
         "service",
@@ -105,7 +100,16 @@ def local_server(
         "-1",
         *extra_args,
     ]
-    return child_server(command, env=env, log_path=log_path)
+
+
+def local_server(
+    model_dir: str | Path,
+    extra_args: Sequence[str] = (),
+    log_path: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> AbstractContextManager[Child]:
+    """A vggserve server for `model_dir` on a free loopback port."""
+    return child_server(server_command(model_dir, extra_args), env=env, log_path=log_path)
 
 
 def bare_server(log_path: Path | None = None) -> AbstractContextManager[Child]:

@@ -15,10 +15,6 @@ from typing import Any
 
 import tensorflow as tf
 
-# Formats tf.io.decode_image understands; GIF gives its first frame because
-# expand_animations=False.
-SUPPORTED_FORMATS = ("jpeg", "png", "bmp", "gif")
-
 
 @dataclass(frozen=True)
 class PreprocessConfig:

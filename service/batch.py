@@ -33,6 +33,7 @@ from typing import IO
 import grpc
 from tqdm import tqdm
 
+from model.data import IMAGE_SUFFIXES
 from service.client import (
     Classification,
     Client,
@@ -41,7 +42,6 @@ from service.client import (
     client_from_args,
 )
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif"})
 FIELDS = ("path", "status", "label", "probability", "top_k", "model", "version", "error")
 
 log = logging.getLogger("service.batch")

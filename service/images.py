@@ -16,8 +16,6 @@ import numpy as np
 from service import headers
 from service.errors import InvalidImage
 
-# What tf.io.decode_image accepts (GIF: its first frame).
-FORMATS = ("JPEG", "PNG", "BMP", "GIF")
 CHANNELS = (1, 3, 4)
 
 

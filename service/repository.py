@@ -111,10 +111,6 @@ class ModelRepository:
     def versions(self) -> list[int]:
         return sorted(self._versions)
 
-    @property
-    def ready(self) -> bool:
-        return bool(self._versions) and not self._closing
-
     def default(self) -> ServedVersion:
         if not self._versions:
             raise Unavailable("no model version is loaded yet; retry shortly")

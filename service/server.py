@@ -51,7 +51,6 @@ class Server:
         self.health = health.aio.HealthServicer()
         self.port = 0
         self.metrics_port: int | None = None
-        self.ready = asyncio.Event()
         self._credentials = server_credentials(settings)
         tokens = load_tokens(settings)
         warn_if_exposed(settings, self._credentials is not None, tokens)
@@ -112,7 +111,6 @@ class Server:
         )
         for service in ("", SERVICE_NAME):
             await self.health.set(service, SERVING)
-        self.ready.set()
 
     async def set_not_serving(self) -> None:
         """Tells health checkers (load balancers) to stop sending; still answers."""
@@ -130,6 +128,3 @@ class Server:
         await self.repository.close()
         await self._grpc.stop(timeout_s)
         self.metrics.stop()
-
-    async def wait_for_termination(self) -> None:
-        await self._grpc.wait_for_termination()

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# Image files the loaders and the batch tool pick up (what decode_image reads).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif"})
+
 
 class DatasetError(Exception):
     """A dataset cannot be loaded; the message says why in one line."""

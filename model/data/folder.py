@@ -16,14 +16,13 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from model.data import Dataset, DatasetError
+from model.data import IMAGE_SUFFIXES, Dataset, DatasetError
 from model.preprocessing import PreprocessConfig, preprocess_encoded
 
 log = logging.getLogger(__name__)
 
 # TensorFlow prefixes op errors with the graph function's name; users need only the reason.
 _FUNCTION_NODE = re.compile(r"\{\{function_node [^}]*\}\}")
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif"})
 
 
 def list_images(root: Path) -> dict[str, list[Path]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.serverproc import local_server
+from loadtest.serverproc import local_server, server_command
 from service.client import Client
 from service.client import main as client_main
 from tests.conftest import encode, random_pixels
@@ -79,19 +79,7 @@ def test_server_process_serves_then_exits_zero_on_sigterm(model_dir: Path) -> No
 
 def test_server_without_a_model_exits_with_a_clear_error(tmp_path: Path) -> None:
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "--model-dir",
-            str(tmp_path),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--metrics-port",
-            "-1",
-        ],
+        server_command(tmp_path),
         cwd=ROOT,
         capture_output=True,
         text=True,
