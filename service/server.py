@@ -80,12 +80,13 @@ class Server:
         for service in ("", SERVICE_NAME):
             await self.health.set(service, NOT_SERVING)
         address = f"{self.settings.host}:{self.settings.port}"
-        if self._credentials is None:
-            self.port = self._grpc.add_insecure_port(address)
-        else:
-            self.port = self._grpc.add_secure_port(address, self._credentials)
-        if self.port == 0:
-            raise OSError(f"cannot listen on {address}")
+        try:
+            if self._credentials is None:
+                self.port = self._grpc.add_insecure_port(address)
+            else:
+                self.port = self._grpc.add_secure_port(address, self._credentials)
+        except RuntimeError as exc:  # grpc's way of saying the bind failed
+            raise OSError(f"cannot listen on {address}: is the port in use? ({exc})") from None
         await self._grpc.start()
         if self.settings.metrics_port >= 0:
             host = self.settings.metrics_host or self.settings.host

@@ -87,3 +87,11 @@ def test_server_without_a_model_exits_with_a_clear_error(tmp_path: Path) -> None
     )
     assert result.returncode == 1
     assert "no usable exported version under" in result.stderr and "make train" in result.stderr
+
+
+def test_port_in_use_is_a_clear_error(server: RunningServer, model_dir: Path) -> None:
+    command = server_command(model_dir)
+    command[command.index("--port") + 1] = str(server.port)  # taken by the running server
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{server.port}: is the port in use?" in result.stderr
