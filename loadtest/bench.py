@@ -1,6 +1,6 @@
 """`python -m loadtest.bench`: served vs in-process throughput, in one run.
 
-    python -m loadtest.bench --model-dir models/vgg-mini          # ~4 minutes on 2 cores
+    python -m loadtest.bench --model-dir models/vgg-mini          # ~5 minutes on 2 cores
 
 Measures on this machine, with the same SavedModel and the same images:
 

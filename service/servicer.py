@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import grpc
 
@@ -39,9 +39,10 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
         prediction = await self.repository.classify(image, version, deadline)
         return converters.response(prediction, top_k, with_probs)
 
-    async def _result(self, coro: asyncio.Future | object) -> pb.ImageResult:
+    async def _result(self, answer: Awaitable[pb.ClassifyResponse]) -> pb.ImageResult:
+        """One image's outcome: its response, or its own error (batch-mates go on)."""
         try:
-            return converters.result(await coro)  # type: ignore[misc]
+            return converters.result(await answer)
         except ServiceError as exc:
             return converters.result(exc)
 
