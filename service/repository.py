@@ -21,7 +21,7 @@ from service.batcher import Batcher
 from service.errors import InvalidRequest, ServiceError, Unavailable, VersionNotFound
 from service.images import ImageInput
 from service.metrics import Metrics
-from service.runtime import LoadedModel, ModelLoadError, Outcome
+from service.runtime import LoadedModel, ModelLoadError
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class ServedVersion:
     def __init__(self, model: LoadedModel, settings: Settings, metrics: Metrics) -> None:
         self.model = model
         self.batcher: Batcher[ImageInput, np.ndarray] = Batcher(
-            self._run,
+            model.predict,
             max_batch_size=settings.max_batch_size if settings.batching else 1,
             max_wait_s=settings.batch_timeout_s if settings.batching else 0.0,
             max_queue=settings.max_queue,
@@ -88,9 +88,6 @@ class ServedVersion:
             on_batch=metrics.observe_batch,
             name=f"model-v{model.version}",
         )
-
-    def _run(self, images: list[ImageInput]) -> list[Outcome]:
-        return self.model.predict(images)
 
 
 class ModelRepository:
