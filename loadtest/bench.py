@@ -22,6 +22,7 @@ the figures to compare across machines; absolute numbers are this machine's.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -37,12 +38,15 @@ from loadtest.serverproc import bare_server, local_server
 LEVELS = (1, 2, 4, 8, 16, 32, 64)
 
 
-# Measurement window and cap of every closed-loop run; main() sets them from flags.
-WINDOW = {"window": 2.0, "max_seconds": 20.0}
-
-
 def closed_loop(
-    target: str, corpus_dir: Path, concurrency: int, mode: str = "classify", batch: int = 32
+    target: str,
+    corpus_dir: Path,
+    concurrency: int,
+    mode: str = "classify",
+    batch: int = 32,
+    *,
+    window: float,
+    max_seconds: float,
 ) -> dict[str, Any]:
     command = [
         sys.executable,
@@ -59,11 +63,11 @@ def closed_loop(
         "--batch",
         str(batch),
         "--max-seconds",
-        str(WINDOW["max_seconds"]),
+        str(max_seconds),
         "--window",
-        str(WINDOW["window"]),
+        str(window),
         "--warmup",
-        str(WINDOW["window"] / 2),
+        str(window / 2),
     ]
     out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -218,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # children inherit it too
     levels = [int(x) for x in args.levels.split(",")]
-    WINDOW.update(window=args.window, max_seconds=args.max_seconds)
+    # Every closed-loop run measures with the same window and cap.
+    measure = functools.partial(closed_loop, window=args.window, max_seconds=args.max_seconds)
     device_text = device_description(args.device)  # fails early when --device gpu has none
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
@@ -255,19 +260,19 @@ def main(argv: list[str] | None = None) -> int:
             target = child.target
             for level in levels:
                 print(f"served, concurrency {level} ...", flush=True)
-                served.append(closed_loop(target, corpus_dir, level))
+                served.append(measure(target, corpus_dir, level))
             print("batch-job paths ...", flush=True)
-            batch_path = closed_loop(target, corpus_dir, 2, "batch", args.max_batch_size)
-            stream_path = closed_loop(target, corpus_dir, 2 * args.max_batch_size, "stream")
+            batch_path = measure(target, corpus_dir, 2, "batch", args.max_batch_size)
+            stream_path = measure(target, corpus_dir, 2 * args.max_batch_size, "stream")
         print("batching off ...", flush=True)
         with local_server(model_dir, [*server_args, "--no-batching"]) as child:
-            off = closed_loop(child.target, corpus_dir, levels[-1])
+            off = measure(child.target, corpus_dir, levels[-1])
         print("serving overhead ...", flush=True)
         trivial = trivial_model(Path(tmp))
         with local_server(trivial, server_args) as child:
-            trivial_run = closed_loop(child.target, tiny_dir, levels[-1])
+            trivial_run = measure(child.target, tiny_dir, levels[-1])
         with bare_server() as child:
-            bare_run = closed_loop(child.target, tiny_dir, levels[-1])
+            bare_run = measure(child.target, tiny_dir, levels[-1])
     best_served = max(served, key=lambda r: r["images_per_s"])
     batch1 = next(r for r in in_proc if r["batch"] == 1)
     at_top = next(r for r in served if r["concurrency"] == levels[-1])

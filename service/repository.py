@@ -103,6 +103,10 @@ class ModelRepository:
         # Versions that failed to load, with the files' stamp when they did.
         self._failed: dict[int, float] = {}
         self._closing = False
+        # Read when Prometheus scrapes (on its HTTP thread), not set per request.
+        metrics.queue_depth.set_function(
+            lambda: sum(v.batcher.queue_depth for v in list(self._versions.values()))
+        )
 
     @property
     def versions(self) -> list[int]:
@@ -223,7 +227,6 @@ class ModelRepository:
         self, image: ImageInput, version: int = 0, deadline: float | None = None
     ) -> Prediction:
         served = self.get(version)
-        self.metrics.queue_depth.set(served.batcher.queue_depth)
         try:
             probabilities = await served.batcher.submit(image, deadline)
         except ServiceError:

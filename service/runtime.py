@@ -56,7 +56,6 @@ class LoadedModel:
 
     def __init__(self, name: str, version_dir: Path) -> None:
         self.name = name
-        self.path = version_dir
         try:
             self.version = int(version_dir.name)
             self.labels = layout.read_labels(version_dir)
