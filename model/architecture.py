@@ -28,6 +28,9 @@ class VGGConfig:
         num_classes: size of the softmax.
         width: multiplier on every filter count and dense width.
         batch_norm: batch normalisation between each convolution and its ReLU.
+        batch_norm_momentum: how much of its moving statistics batch
+            normalisation keeps at each step (the training plan sets it from
+            the number of steps an epoch).
         dropout: dropout rate after each fully connected layer.
     """
 
@@ -39,6 +42,7 @@ class VGGConfig:
     max_filters: int = 512
     width: float = 1.0
     batch_norm: bool = False
+    batch_norm_momentum: float = 0.99
     dropout: float = 0.5
 
     def filters(self, block: int) -> int:
@@ -118,7 +122,9 @@ def build_vgg(config: VGGConfig, name: str = "vgg") -> keras.Model:
                 filters, 3, strides=1, padding="same", use_bias=not config.batch_norm, name=prefix
             )(x)
             if config.batch_norm:
-                x = layers.BatchNormalization(name=f"{prefix}_bn")(x)
+                x = layers.BatchNormalization(
+                    momentum=config.batch_norm_momentum, name=f"{prefix}_bn"
+                )(x)
             # The ReLU output is the feature map (what the visualiser draws).
             x = layers.ReLU(name=f"{prefix}_relu")(x)
         x = layers.MaxPooling2D(pool_size=2, strides=2, name=f"block{block}_pool")(x)

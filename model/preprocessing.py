@@ -75,11 +75,16 @@ def resize(images: tf.Tensor, config: PreprocessConfig) -> tf.Tensor:
     )
 
 
+def preprocess_image(image: tf.Tensor, config: PreprocessConfig) -> tf.Tensor:
+    """One uint8 RGB image [h, w, 3] to float32 [height, width, 3]."""
+    resized = resize(image, config)
+    resized.set_shape([config.height, config.width, 3])
+    return resized
+
+
 def preprocess_encoded(encoded: tf.Tensor, config: PreprocessConfig) -> tf.Tensor:
     """One encoded image (scalar tf.string) to float32 [height, width, 3]."""
-    image = resize(decode(encoded), config)
-    image.set_shape([config.height, config.width, 3])
-    return image
+    return preprocess_image(decode(encoded), config)
 
 
 def preprocess_encoded_batch(encoded: tf.Tensor, config: PreprocessConfig) -> tf.Tensor:

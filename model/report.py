@@ -13,6 +13,11 @@ matplotlib.use("Agg")  # files only; no display on servers or in CI
 import matplotlib.pyplot as plt
 import numpy as np
 
+# Validation accuracy within this share of the way from chance to 100% counts as near chance.
+NEAR_CHANCE = 0.25
+# Training accuracy this far above validation accuracy counts as overfitting.
+OVERFIT_GAP = 0.15
+
 
 @dataclass
 class Evaluation:
@@ -35,9 +40,62 @@ class Evaluation:
         return cls(float(np.mean(labels == predicted)), per_class, confusion.tolist())
 
 
+def diagnose(
+    val_accuracy: float,
+    train_accuracy: float,
+    chance: float,
+    train_counts: np.ndarray,
+    n_validation: int,
+) -> list[str]:
+    """Warnings a person must read before trusting the model, each naming a likely cause.
+
+    Args:
+        val_accuracy: accuracy on the validation images.
+        train_accuracy: accuracy on (a sample of) the training images, inference mode.
+        chance: the majority class's share of the validation images.
+        train_counts: training images per class.
+        n_validation: number of validation images.
+    """
+    warnings: list[str] = []
+    smallest = int(train_counts[train_counts > 0].min())
+    few = f"; the smallest class has only {smallest} training images" if smallest < 50 else ""
+    if val_accuracy <= chance + NEAR_CHANCE * (1.0 - chance):
+        if train_accuracy <= chance + NEAR_CHANCE * (1.0 - chance):
+            cause = (
+                "the network did not fit the training images either: check that the class "
+                "folders hold different things, try a lower --learning-rate or a larger "
+                "--input-size"
+            )
+        else:
+            cause = (
+                "it learnt the training images but not what tells the classes apart "
+                f"(training accuracy {train_accuracy:.0%}){few}: add images, or start from "
+                "pretrained weights (--preset vgg16 --weights imagenet)"
+            )
+        warnings.append(
+            f"validation accuracy {val_accuracy:.1%} is near chance ({chance:.1%}): {cause}"
+        )
+    elif train_accuracy - val_accuracy > OVERFIT_GAP:
+        warnings.append(
+            f"validation accuracy {val_accuracy:.1%} is far below training accuracy "
+            f"{train_accuracy:.1%}: the network memorised its training images (overfitting)"
+            f"{few}; add images, keep augmentation on, or start from pretrained weights"
+        )
+    if n_validation < 50:
+        warnings.append(
+            f"only {n_validation} validation images: accuracy is measured to within about "
+            f"{100 / max(1, n_validation) ** 0.5:.0f} points; treat it as a rough figure"
+        )
+    return warnings
+
+
 @dataclass
 class TrainingReport:
     evaluation: Evaluation
+    train_accuracy: float
+    chance: float
+    warnings: list[str]
+    plan: dict[str, Any]
     history: dict[str, list[float]]
     class_names: list[str]
     settings: dict[str, Any]
@@ -53,6 +111,9 @@ class TrainingReport:
         folder.mkdir(parents=True, exist_ok=True)
         metrics = {
             "validation_accuracy": self.evaluation.accuracy,
+            "train_accuracy": self.train_accuracy,
+            "chance_accuracy": self.chance,
+            "warnings": self.warnings,
             "per_class_accuracy": self.evaluation.per_class,
             "confusion_matrix": self.evaluation.confusion,
             "class_names": self.class_names,
@@ -62,6 +123,7 @@ class TrainingReport:
             "train_images_per_s": round(self.train_images_per_s, 1),
             "device": self.device,
             "history": self.history,
+            "plan": self.plan,
             "settings": self.settings,
             **self.extra,
         }

@@ -1,15 +1,17 @@
 """Trains a VGG-style classifier and exports it as a versioned SavedModel.
 
     python -m model.train                          # vgg-mini on the synthetic set
-    python -m model.train --data folder --data-dir photos/ --input-size 64
+    python -m model.train --data folder --data-dir photos/
     python -m model.train --data cifar10 --data-dir ~/cifar-10-python.tar.gz
 
-Writes models/<name>/<version>/ with the training report in report/.
+Writes models/<name>/<version>/ with the training report in report/. Settings
+that are not given (batch size, epochs, patience, batch-norm momentum, flips,
+class weights) are chosen from the data by `model.plan`; the report records
+each with its reason.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
@@ -21,40 +23,34 @@ import numpy as np
 import tensorflow as tf
 
 from model import device, layout
-from model.architecture import PRESETS, VGGConfig, build_vgg, preset
-from model.data import Dataset, DatasetError, cifar10, folder, stratified_split, synthetic
+from model.architecture import VGGConfig, build_vgg, preset
+from model.cli import TrainOptions, parse_args
+from model.data import DatasetError, ImageSet, cifar10, folder, stratified_split, synthetic
 from model.export import export_model
+from model.plan import (
+    WARMUP_SHARE,
+    Plan,
+    batch_size_for,
+    class_weights_for,
+    epochs_for,
+    mirror_probe,
+    momentum_for,
+    patience_for,
+    steps_per_epoch_for,
+)
 from model.preprocessing import PreprocessConfig
-from model.report import Evaluation, TrainingReport
+from model.report import Evaluation, TrainingReport, diagnose
 
 log = logging.getLogger("model.train")
 
+# Training accuracy for the report is measured on at most this many images.
+TRAIN_EVAL_IMAGES = 5000
+# The mirror probe looks at this many training images, downscaled to this side.
+PROBE_IMAGES, PROBE_SIDE = 2000, 16
 
-@dataclass
-class TrainOptions:
-    """Every knob of a training run (the command-line flags)."""
 
-    data: str = "synthetic"
-    data_dir: str | None = None
-    per_class: int = 1000
-    preset: str = "vgg-mini"
-    input_size: int | None = None
-    width: float | None = None
-    batch_norm: bool | None = None
-    dropout: float | None = None
-    epochs: int = 30
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    seed: int = 0
-    validation_split: float = 0.2
-    patience: int = 4
-    target_accuracy: float | None = None
-    augment: bool = True
-    output: str = "models"
-    name: str = "vgg-mini"
-    version: int | None = None
-    verbose: int | str = "auto"
-    skip_if_exists: bool = False
+class BelowMinAccuracy(Exception):
+    """The run's validation accuracy is under --min-accuracy; nothing was exported."""
 
 
 @dataclass
@@ -64,16 +60,15 @@ class TrainResult:
     model: keras.Model
 
 
-def load_data(options: TrainOptions, preprocess: PreprocessConfig) -> tuple[Dataset, Dataset]:
-    """(train, validation) for the chosen source, at the model's input size."""
-    size = (preprocess.height, preprocess.width)
+def load_data(options: TrainOptions, preprocess: PreprocessConfig) -> tuple[ImageSet, ImageSet]:
+    """(train, validation) for the chosen source, read at the model's input size."""
     if options.data == "synthetic":
-        full = synthetic.generate(options.per_class, size, options.seed)
+        full = synthetic.generate(options.per_class, preprocess, options.seed)
         return stratified_split(full, options.validation_split, options.seed)
     if options.data_dir is None:
         raise DatasetError(f"--data {options.data} needs --data-dir")
     if options.data == "folder":
-        full = folder.load(options.data_dir, preprocess)
+        full, _ = folder.load(options.data_dir, preprocess)
         train, val = stratified_split(full, options.validation_split, options.seed)
         train.skipped = full.skipped
         return train, val
@@ -82,19 +77,79 @@ def load_data(options: TrainOptions, preprocess: PreprocessConfig) -> tuple[Data
     raise DatasetError(f"unknown data source {options.data!r}: synthetic, folder or cifar10")
 
 
-def _pipeline(data: Dataset, batch_size: int, seed: int, training: bool, augment: bool):
-    ds = tf.data.Dataset.from_tensor_slices((data.images, data.labels))
-    if training:
-        ds = ds.shuffle(len(data), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y))
-    if training and augment:
-        flip = keras.layers.RandomFlip("horizontal", seed=seed)
-        shift = keras.layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed)
+def _batches(data: ImageSet, batch_size: int) -> tf.data.Dataset:
+    """Unshuffled, unaugmented batches (validation, evaluation)."""
+    return data.dataset().batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _training_batches(data: ImageSet, plan: Plan, seed: int) -> tf.data.Dataset:
+    augment = keras.Sequential(name="augment")
+    if plan.flip:
+        augment.add(keras.layers.RandomFlip("horizontal", seed=seed))
+    if plan.shift:
+        augment.add(
+            keras.layers.RandomTranslation(plan.shift, plan.shift, fill_mode="reflect", seed=seed)
+        )
+    # Endless and reshuffled every pass; fit() cuts it into epochs of
+    # plan.steps_per_epoch steps, so no batch is a short remainder.
+    ds = data.dataset(shuffle_seed=seed).repeat().batch(plan.batch_size)
+    if augment.layers:
         ds = ds.map(
-            lambda x, y: (shift(flip(x, training=True), training=True), y),
-            num_parallel_calls=tf.data.AUTOTUNE,
+            lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE
         )
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _sample_pixels(data: ImageSet, n: int, side: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to `n` images of `data`, downscaled to side x side, with their labels."""
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.permutation(len(data))[:n])
+    sample = data.subset(pick)
+    small = _batches(sample, 256).map(lambda x, y: tf.image.resize(x, (side, side)))
+    return np.concatenate(list(small.as_numpy_iterator())), sample.labels
+
+
+def make_plan(options: TrainOptions, train_set: ImageSet) -> Plan:
+    n = len(train_set)
+    batch_size, batch_why = batch_size_for(n, options.batch_size)
+    steps, steps_why = steps_per_epoch_for(n, batch_size)
+    epochs, epochs_why = epochs_for(steps, options.epochs)
+    patience, patience_why = patience_for(steps, options.patience)
+    momentum, momentum_why = momentum_for(steps)
+    weights, weights_why = class_weights_for(train_set.counts())
+    if options.flip is None and options.augment:
+        pixels, labels = _sample_pixels(train_set, PROBE_IMAGES, PROBE_SIDE, options.seed)
+        flip, flip_why = mirror_probe(pixels, labels, len(train_set.class_names), options.seed)
+    else:
+        flip = bool(options.flip) and options.augment
+        flip_why = "set by --flip/--no-flip" if options.flip is not None else "--no-augment"
+    warmup = round(epochs * steps * WARMUP_SHARE)
+    return Plan(
+        batch_size=batch_size,
+        epochs=epochs,
+        steps_per_epoch=steps,
+        learning_rate=options.learning_rate,
+        warmup_steps=warmup,
+        patience_epochs=patience,
+        batch_norm_momentum=momentum,
+        flip=flip,
+        shift=0.1 if options.augment else 0.0,
+        class_weights=weights,
+        reasons={
+            "batch_size": batch_why,
+            "steps_per_epoch": steps_why,
+            "epochs": epochs_why,
+            "patience_epochs": patience_why,
+            "batch_norm_momentum": momentum_why,
+            "flip": flip_why,
+            "shift": "random shifts of up to 10% of each side (off with --no-augment)",
+            "class_weights": weights_why,
+            "learning_rate": (
+                f"Adam; linear warm-up over {warmup} steps, then cosine decay to 1% "
+                "over the planned steps"
+            ),
+        },
+    )
 
 
 class _Throughput(keras.callbacks.Callback):
@@ -120,73 +175,121 @@ class _Throughput(keras.callbacks.Callback):
         return self.images_per_epoch * self.epochs / self.seconds if self.seconds else 0.0
 
 
-class _StopAtTarget(keras.callbacks.Callback):
-    def __init__(self, target: float) -> None:
+class _BestWeights(keras.callbacks.Callback):
+    """Early stopping on validation accuracy; keeps and restores the best weights.
+
+    Patience counts epochs since validation accuracy last rose. Among epochs
+    of equal accuracy the one with the lowest validation loss is kept: on
+    small validation sets accuracy plateaus while the loss still falls, and
+    the first epoch to reach a plateau is rarely its best.
+    """
+
+    def __init__(self, patience: int, target: float | None) -> None:
         super().__init__()
+        self.patience = patience
         self.target = target
+        self.best: tuple[float, float] = (-1.0, float("-inf"))
+        self.best_epoch = 0
+        self._last_rise = 0
+        self._weights: list[np.ndarray] | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if logs and logs.get("val_accuracy", 0.0) >= self.target:
+        logs = logs or {}
+        score = (float(logs.get("val_accuracy", 0.0)), -float(logs.get("val_loss", np.inf)))
+        if score[0] > self.best[0]:
+            self._last_rise = epoch + 1
+        if score > self.best:
+            self.best, self.best_epoch = score, epoch + 1
+            self._weights = self.model.get_weights()
+        if epoch + 1 - self._last_rise >= self.patience:
             self.model.stop_training = True
+        if self.target is not None and score[0] >= self.target:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs: object = None) -> None:
+        if self._weights is not None:
+            self.model.set_weights(self._weights)
+
+
+def _predict(model: keras.Model, data: ImageSet) -> np.ndarray:
+    return np.asarray(model.predict(_batches(data, 256), verbose=0)).argmax(axis=1)
 
 
 def train(options: TrainOptions) -> TrainResult:
-    """Trains, evaluates and exports; returns the new version's folder."""
+    """Trains, evaluates and exports; returns the new version's folder.
+
+    Raises:
+        DatasetError: the data cannot be loaded.
+        BelowMinAccuracy: validation accuracy is under `options.min_accuracy`.
+    """
     started = time.perf_counter()
     keras.utils.set_random_seed(options.seed)
     size = (options.input_size, options.input_size) if options.input_size else None
-    config: VGGConfig = preset(
-        options.preset,
-        input_size=size,
-        width=options.width,
-        batch_norm=options.batch_norm,
-        dropout=options.dropout,
-    )
+    config: VGGConfig = preset(options.preset, input_size=size)
     preprocess = PreprocessConfig(height=config.input_size[0], width=config.input_size[1])
     train_set, val_set = load_data(options, preprocess)
+    plan = make_plan(options, train_set)
     config = preset(
         options.preset,
         input_size=config.input_size,
         width=options.width,
         batch_norm=options.batch_norm,
+        batch_norm_momentum=plan.batch_norm_momentum,
         dropout=options.dropout,
         num_classes=len(train_set.class_names),
     )
     log.info(
-        "training %s on %d images (%d validation), %d classes",
+        "training %s on %d images (%d validation), %d classes; batch %d, up to %d epochs "
+        "of %d steps, flips %s",
         options.preset,
         len(train_set),
         len(val_set),
         len(train_set.class_names),
+        plan.batch_size,
+        plan.epochs,
+        plan.steps_per_epoch,
+        "on" if plan.flip else "off",
     )
     model = build_vgg(config, name=options.name.replace("-", "_"))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if plan.warmup_steps else plan.learning_rate,
+        decay_steps=max(1, plan.total_steps - plan.warmup_steps),
+        alpha=0.01,
+        warmup_target=plan.learning_rate if plan.warmup_steps else None,
+        warmup_steps=plan.warmup_steps,
+    )
     model.compile(
-        optimizer=keras.optimizers.Adam(options.learning_rate),
+        optimizer=keras.optimizers.Adam(schedule),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
-    throughput = _Throughput(len(train_set))
-    callbacks: list[keras.callbacks.Callback] = [
-        throughput,
-        keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", patience=options.patience, restore_best_weights=True
-        ),
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2),
-    ]
-    if options.target_accuracy is not None:
-        callbacks.append(_StopAtTarget(options.target_accuracy))
+    throughput = _Throughput(plan.steps_per_epoch * plan.batch_size)
+    best = _BestWeights(plan.patience_epochs, options.target_accuracy)
     history = model.fit(
-        _pipeline(train_set, options.batch_size, options.seed, True, options.augment),
-        validation_data=_pipeline(val_set, options.batch_size, options.seed, False, False),
-        epochs=options.epochs,
-        callbacks=callbacks,
+        _training_batches(train_set, plan, options.seed),
+        validation_data=_batches(val_set, 256),
+        epochs=plan.epochs,
+        steps_per_epoch=plan.steps_per_epoch,
+        callbacks=[throughput, best],
+        class_weight=plan.class_weights,
         verbose=options.verbose,
     )
-    probabilities = model.predict(_pipeline(val_set, 256, options.seed, False, False), verbose=0)
-    evaluation = Evaluation.of(val_set.labels, probabilities.argmax(axis=1), val_set.class_names)
-    val_acc = history.history.get("val_accuracy", [evaluation.accuracy])
+    evaluation = Evaluation.of(val_set.labels, _predict(model, val_set), val_set.class_names)
+    train_sample = train_set.subset(
+        np.random.default_rng(options.seed).permutation(len(train_set))[:TRAIN_EVAL_IMAGES]
+    )
+    train_accuracy = float(np.mean(_predict(model, train_sample) == train_sample.labels))
+    counts = val_set.counts()
+    chance = float(counts.max() / counts.sum())
+    warnings = diagnose(
+        evaluation.accuracy, train_accuracy, chance, train_set.counts(), len(val_set)
+    )
     report = TrainingReport(
         evaluation=evaluation,
+        train_accuracy=train_accuracy,
+        chance=chance,
+        warnings=warnings,
+        plan=plan.to_dict(),
         history={k: [float(v) for v in vs] for k, vs in history.history.items()},
         class_names=val_set.class_names,
         settings={**asdict(options), "model": asdict(config)},
@@ -194,13 +297,20 @@ def train(options: TrainOptions) -> TrainResult:
         train_images_per_s=throughput.images_per_s,
         device=device.describe(),
         epochs_run=len(history.history.get("loss", [])),
-        best_epoch=int(np.argmax(val_acc)) + 1,
+        best_epoch=best.best_epoch,
         extra={
             "skipped_files": train_set.skipped,
             "train_images": len(train_set),
             "validation_images": len(val_set),
         },
     )
+    for warning in warnings:
+        log.warning("%s", warning)
+    if options.min_accuracy is not None and evaluation.accuracy < options.min_accuracy:
+        raise BelowMinAccuracy(
+            f"validation accuracy {evaluation.accuracy:.2%} is below --min-accuracy "
+            f"{options.min_accuracy:.2%}; nothing was exported"
+        )
 
     def write_report(staging: Path) -> None:
         report.wall_time_s = time.perf_counter() - started
@@ -215,76 +325,6 @@ def train(options: TrainOptions) -> TrainResult:
         extra=write_report,
     )
     return TrainResult(version_dir, report, model)
-
-
-def parse_args(argv: list[str] | None = None) -> TrainOptions:
-    d = TrainOptions()
-    p = argparse.ArgumentParser(
-        prog="python -m model.train",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--data",
-        choices=["synthetic", "folder", "cifar10"],
-        default=d.data,
-        help="data source (default: %(default)s)",
-    )
-    p.add_argument("--data-dir", help="image folder, or CIFAR-10 archive/folder")
-    p.add_argument(
-        "--per-class",
-        type=int,
-        default=d.per_class,
-        help="synthetic images per class (default: %(default)s)",
-    )
-    p.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        default=d.preset,
-        help="architecture (default: %(default)s)",
-    )
-    p.add_argument("--input-size", type=int, help="square input side in pixels (preset's default)")
-    p.add_argument("--width", type=float, help="multiplier on filters and dense widths")
-    p.add_argument(
-        "--batch-norm",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="batch normalisation after each convolution (preset's default)",
-    )
-    p.add_argument("--dropout", type=float, help="dropout after dense layers (preset's default)")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="at most (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--validation-split", type=float, default=d.validation_split)
-    p.add_argument(
-        "--patience",
-        type=int,
-        default=d.patience,
-        help="epochs without better validation accuracy before stopping",
-    )
-    p.add_argument(
-        "--target-accuracy",
-        type=float,
-        help="stop once validation accuracy reaches this (e.g. 0.97)",
-    )
-    p.add_argument(
-        "--augment",
-        action=argparse.BooleanOptionalAction,
-        default=d.augment,
-        help="random flips and shifts while training (default: on)",
-    )
-    p.add_argument("--output", default=d.output, help="models folder (default: %(default)s)")
-    p.add_argument("--name", default=d.name, help="model name (default: %(default)s)")
-    p.add_argument("--version", type=int, help="version number (default: next free)")
-    p.add_argument(
-        "--skip-if-exists",
-        action="store_true",
-        help="do nothing when the model already has a version (for deploy jobs)",
-    )
-    args = vars(p.parse_args(argv))
-    skip = args.pop("skip_if_exists")
-    return TrainOptions(**args, skip_if_exists=skip)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -304,12 +344,18 @@ def main(argv: list[str] | None = None) -> int:
     except (DatasetError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BelowMinAccuracy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     r = result.report
     print(
         f"exported {result.version_dir}: validation accuracy {r.evaluation.accuracy:.2%} "
-        f"after {r.epochs_run} epochs in {r.wall_time_s:.0f} s "
-        f"({r.train_images_per_s:.0f} training images/s, {r.device})"
+        f"(training {r.train_accuracy:.2%}, chance {r.chance:.2%}) after {r.epochs_run} "
+        f"epochs in {r.wall_time_s:.0f} s ({r.train_images_per_s:.0f} training images/s, "
+        f"{r.device})"
     )
+    for warning in r.warnings:
+        print(f"warning: {warning}")
     print(f"report: {result.version_dir / layout.REPORT}")
     return 0
 

@@ -22,12 +22,12 @@ TINY = dict(
     input_size=16,
     width=0.5,
     per_class=60,
-    epochs=8,
+    epochs=3,
     batch_size=32,
     learning_rate=3e-3,
     batch_norm=False,
     augment=False,
-    patience=8,
+    patience=3,
     verbose=0,
 )
 

@@ -1,28 +1,42 @@
-"""Images from a folder laid out as DIR/<class_name>/<image file>.
+"""Images from a folder laid out as DIR/<class_name>/<image file>, streamed.
 
-The Keras `image_dataset_from_directory` convention. Files are decoded and
-resized by `model.preprocessing` (the same code the serving signature runs), so
-greyscale, palette and RGBA files arrive as RGB. A file TensorFlow cannot
-decode is skipped with a warning naming it.
+The Keras `image_dataset_from_directory` convention. Loading lists the files
+and checks once, in parallel, that TensorFlow decodes each of them (a file it
+cannot decode is skipped with a warning naming it); the images themselves are
+decoded and resized by `model.preprocessing` (the code the serving signature
+runs) only when the training pipeline reads them, so greyscale, palette and
+RGBA files arrive as RGB and memory does not grow with the folder.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from model.data import IMAGE_SUFFIXES, Dataset, DatasetError
+from model.data import IMAGE_SUFFIXES, DatasetError, ImageSet
 from model.preprocessing import PreprocessConfig, preprocess_encoded
 
 log = logging.getLogger(__name__)
 
 # TensorFlow prefixes op errors with the graph function's name; users need only the reason.
 _FUNCTION_NODE = re.compile(r"\{\{function_node [^}]*\}\}")
+
+
+@dataclass(frozen=True)
+class FolderStats:
+    """What the scan learnt about the readable files (for the training plan and report)."""
+
+    median_height: int
+    median_width: int
+    greyscale_share: float
 
 
 def list_images(root: Path) -> dict[str, list[Path]]:
@@ -44,33 +58,64 @@ def list_images(root: Path) -> dict[str, list[Path]]:
     return classes
 
 
-def load(root: str | Path, config: PreprocessConfig) -> Dataset:
-    """Loads every readable image under `root`, resized to the model's input size."""
+@tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+def _decoded_shape(encoded: tf.Tensor) -> tf.Tensor:
+    image = tf.io.decode_image(encoded, channels=0, expand_animations=False)
+    return tf.shape(image)
+
+
+def _check(path: Path) -> tuple[np.ndarray | None, str]:
+    """(height, width, channels) of a file TensorFlow decodes, or (None, why not)."""
+    try:
+        return _decoded_shape(tf.constant(path.read_bytes())).numpy(), ""
+    except (OSError, tf.errors.InvalidArgumentError) as exc:
+        reason = exc.message if isinstance(exc, tf.errors.OpError) else str(exc)
+        return None, _FUNCTION_NODE.sub("", reason).strip().splitlines()[0]
+
+
+def load(root: str | Path, config: PreprocessConfig) -> tuple[ImageSet, FolderStats]:
+    """Every readable image under `root`, read lazily at the model's input size."""
     classes = list_images(Path(root))
-    # Kept as float32: exactly what the serving signature feeds the model, so
-    # training sees no rounding that serving does not.
-    decode = tf.function(
-        lambda data: preprocess_encoded(data, config),
-        input_signature=[tf.TensorSpec([], tf.string)],
-    )
-    images: list[np.ndarray] = []
-    labels: list[int] = []
-    skipped: list[str] = []
     files = [(label, path) for label, name in enumerate(classes) for path in classes[name]]
-    for label, path in tqdm(files, desc=f"reading {root}", unit="img", leave=False):
-        try:
-            images.append(decode(tf.constant(path.read_bytes())).numpy())
-        except (OSError, tf.errors.InvalidArgumentError) as exc:
-            reason = exc.message if isinstance(exc, tf.errors.OpError) else str(exc)
-            reason = _FUNCTION_NODE.sub("", reason).strip().splitlines()[0]
+    # TensorFlow releases the GIL while decoding, so threads decode in parallel.
+    workers = min(32, 2 * (os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        checks = list(
+            tqdm(
+                pool.map(lambda item: _check(item[1]), files),
+                total=len(files),
+                desc=f"checking {root}",
+                unit="img",
+                leave=False,
+            )
+        )
+    paths: list[str] = []
+    labels: list[int] = []
+    shapes: list[np.ndarray] = []
+    skipped: list[str] = []
+    for (label, path), (shape, reason) in zip(files, checks, strict=True):
+        if shape is None:
             log.warning("skipping %s: cannot decode it (%s)", path, reason)
             skipped.append(str(path))
             continue
+        paths.append(str(path))
         labels.append(label)
+        shapes.append(shape)
     if skipped:
         log.warning("skipped %d of %d files in %s", len(skipped), len(files), root)
     if len(set(labels)) < 2:
         raise DatasetError(f"{root}: fewer than two classes have a readable image")
-    return Dataset(
-        np.stack(images), np.asarray(labels, dtype=np.int32), list(classes), skipped=skipped
+    sizes = np.stack(shapes)
+    stats = FolderStats(
+        median_height=int(np.median(sizes[:, 0])),
+        median_width=int(np.median(sizes[:, 1])),
+        greyscale_share=float(np.mean(sizes[:, 2] <= 2)),
     )
+
+    def read(path: tf.Tensor) -> tf.Tensor:
+        return preprocess_encoded(tf.io.read_file(path), config)
+
+    images = ImageSet(
+        np.asarray(paths), np.asarray(labels, dtype=np.int32), list(classes), read, skipped=skipped
+    )
+    return images, stats

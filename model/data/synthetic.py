@@ -15,7 +15,8 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-from model.data import Dataset
+from model.data import ImageSet, array_decoder
+from model.preprocessing import PreprocessConfig, preprocess_image
 
 SHAPES = ("circle", "square", "triangle", "cross")
 HUES = {"red": 0.0, "green": 1.0 / 3.0, "blue": 2.0 / 3.0}
@@ -24,8 +25,10 @@ CLASS_NAMES = [f"{colour}_{shape}" for shape in SHAPES for colour in HUES]
 _SUPERSAMPLE = 2
 
 
-def generate(per_class: int = 1000, size: tuple[int, int] = (32, 32), seed: int = 0) -> Dataset:
-    """Generates `per_class` images of each of the 12 classes, shuffled.
+def generate_arrays(
+    per_class: int = 1000, size: tuple[int, int] = (32, 32), seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """`per_class` uint8 images of each of the 12 classes, shuffled, and their labels.
 
     Args:
         per_class: images per class (classes are exactly balanced).
@@ -36,7 +39,14 @@ def generate(per_class: int = 1000, size: tuple[int, int] = (32, 32), seed: int 
     labels = np.repeat(np.arange(len(CLASS_NAMES), dtype=np.int32), per_class)
     rng.shuffle(labels)
     images = np.stack([render(int(label), size, rng) for label in labels])
-    return Dataset(images, labels, list(CLASS_NAMES))
+    return images, labels
+
+
+def generate(per_class: int, config: PreprocessConfig, seed: int = 0) -> ImageSet:
+    """The synthetic set drawn at the model's input size, as an `ImageSet`."""
+    images, labels = generate_arrays(per_class, (config.height, config.width), seed)
+    decoder = array_decoder(images, lambda image: preprocess_image(image, config))
+    return ImageSet(np.arange(len(labels)), labels, list(CLASS_NAMES), decoder)
 
 
 def render(label: int, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:

@@ -10,38 +10,63 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.data import DatasetError, cifar10, folder, stratified_split, synthetic
+from model.data import DatasetError, ImageSet, cifar10, folder, stratified_split, synthetic
 from model.preprocessing import PreprocessConfig
 from tests.conftest import encode, random_pixels
 
 CONFIG = PreprocessConfig(height=16, width=16)
 
 
+def _read(data: ImageSet) -> tuple[np.ndarray, np.ndarray]:
+    """Every (image, label) the training pipeline would read, in order."""
+    pairs = list(data.dataset().batch(1024).as_numpy_iterator())
+    return np.concatenate([x for x, _ in pairs]), np.concatenate([y for _, y in pairs])
+
+
 def test_synthetic_is_deterministic_for_a_seed() -> None:
-    a = synthetic.generate(per_class=3, size=(16, 16), seed=7)
-    b = synthetic.generate(per_class=3, size=(16, 16), seed=7)
-    c = synthetic.generate(per_class=3, size=(16, 16), seed=8)
-    np.testing.assert_array_equal(a.images, b.images)
-    np.testing.assert_array_equal(a.labels, b.labels)
-    assert not np.array_equal(a.images, c.images)
+    a = synthetic.generate_arrays(per_class=3, size=(16, 16), seed=7)
+    b = synthetic.generate_arrays(per_class=3, size=(16, 16), seed=7)
+    c = synthetic.generate_arrays(per_class=3, size=(16, 16), seed=8)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
 
 
 def test_synthetic_classes_are_balanced_and_depend_on_shape_and_colour() -> None:
-    data = synthetic.generate(per_class=5, size=(16, 16), seed=0)
+    data = synthetic.generate(per_class=5, config=CONFIG, seed=0)
     assert len(data.class_names) >= 10
-    assert np.bincount(data.labels).tolist() == [5] * len(data.class_names)
-    assert data.images.shape == (5 * len(data.class_names), 16, 16, 3)
-    assert data.images.dtype == np.uint8
+    assert data.counts().tolist() == [5] * len(data.class_names)
+    images, labels = _read(data)
+    assert images.shape == (5 * len(data.class_names), 16, 16, 3)
+    assert images.dtype == np.float32 and images.max() <= 255.0
+    np.testing.assert_array_equal(images, np.round(images))  # drawn at size: not resampled
+    np.testing.assert_array_equal(labels, data.labels)
     shapes = {name.split("_")[1] for name in data.class_names}
     colours = {name.split("_")[0] for name in data.class_names}
     assert len(shapes) > 1 and len(colours) > 1
 
 
 def test_stratified_split_keeps_every_class_in_both_parts() -> None:
-    data = synthetic.generate(per_class=10, size=(16, 16), seed=0)
+    data = synthetic.generate(per_class=10, config=CONFIG, seed=0)
     train, val = stratified_split(data, 0.2, seed=0)
     assert len(train) + len(val) == len(data)
-    assert np.bincount(val.labels).tolist() == [2] * len(data.class_names)
+    assert val.counts().tolist() == [2] * len(data.class_names)
+    assert not set(train.elements.tolist()) & set(val.elements.tolist())
+    # The labels travel with their images through the split.
+    train_images, _ = _read(train)
+    all_images, _ = _read(data)
+    np.testing.assert_array_equal(train_images[0], all_images[train.elements[0]])
+
+
+def test_shuffled_pipeline_reshuffles_every_pass_and_keeps_labels_with_images() -> None:
+    data = synthetic.generate(per_class=4, config=CONFIG, seed=0)
+    by_image = {_read(data)[0][i].tobytes(): int(label) for i, label in enumerate(data.labels)}
+    passes = list(data.dataset(shuffle_seed=1).repeat(2).batch(len(data)).as_numpy_iterator())
+    orders = []
+    for images, labels in passes:
+        assert all(by_image[img.tobytes()] == lab for img, lab in zip(images, labels, strict=True))
+        orders.append(labels.tolist())
+    assert orders[0] != orders[1]
 
 
 @pytest.fixture
@@ -63,15 +88,17 @@ def image_folder(tmp_path: Path) -> Path:
 def test_folder_loads_every_format_as_rgb_and_skips_corrupt_files(
     image_folder: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    data = folder.load(image_folder, CONFIG)
+    data, stats = folder.load(image_folder, CONFIG)
     assert data.class_names == ["cats", "dogs"]
-    assert data.images.shape == (5, 16, 16, 3)
-    assert sorted(np.bincount(data.labels).tolist()) == [2, 3]
+    images, labels = _read(data)
+    assert images.shape == (5, 16, 16, 3)
+    assert sorted(np.bincount(labels).tolist()) == [2, 3]
     assert data.skipped == [str(image_folder / "dogs" / "corrupt.jpg")]
     assert "corrupt.jpg" in caplog.text
+    assert (stats.median_height, stats.median_width) == (20, 24)
     # Files load in sorted order, so cats/grey.png is first. Its three
     # channels are equal: replicated, not dropped.
-    grey = data.images[0]
+    grey = images[0]
     np.testing.assert_array_equal(grey[..., 0], grey[..., 1])
 
 
@@ -120,15 +147,19 @@ def test_cifar10_reads_the_python_archive_planes_as_rgb(tmp_path: Path) -> None:
     archive = tmp_path / cifar10.ARCHIVE
     _cifar_archive(archive)
     train, test = cifar10.load(archive, PreprocessConfig(height=32, width=32))
-    assert train.images.shape == (20, 32, 32, 3)
-    assert test.images.shape == (3, 32, 32, 3)
+    train_images, _ = _read(train)
+    assert train_images.shape == (20, 32, 32, 3)
+    assert _read(test)[0].shape == (3, 32, 32, 3)
     assert train.class_names[:2] == ["c0", "c1"]
     # The first 1024 values of a row are the red plane.
     with tarfile.open(archive) as tar:
         handle = tar.extractfile("cifar-10-batches-py/data_batch_1")
         assert handle is not None
         raw = pickle.loads(handle.read())[b"data"][0]
-    np.testing.assert_array_equal(train.images[0, :, :, 0].ravel(), raw[:1024])
+    np.testing.assert_array_equal(train_images[0, :, :, 0].ravel(), raw[:1024])
+    # Read at another input size, each image is resized as the pipeline reads it.
+    bigger, _ = cifar10.load(archive, PreprocessConfig(height=48, width=48))
+    assert _read(bigger)[0].shape == (20, 48, 48, 3)
 
 
 def test_cifar10_missing_says_where_to_put_it(tmp_path: Path) -> None:

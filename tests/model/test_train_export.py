@@ -103,8 +103,9 @@ def test_training_and_serving_agree_on_the_same_images(
             path.write_bytes(encode(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), fmt))
             files.append(path)
     config = layout.read_preprocessing(tiny_model.version_dir)
-    dataset = folder.load(root, config)  # the training pipeline's tensors
-    expected = np.asarray(tiny_model.model(dataset.images, training=False))
+    dataset, _ = folder.load(root, config)
+    pipeline = np.concatenate([x for x, _ in dataset.dataset().batch(8).as_numpy_iterator()])
+    expected = np.asarray(tiny_model.model(pipeline, training=False))
     serve = tf.saved_model.load(str(tiny_model.version_dir)).signatures[layout.SERVING_SIGNATURE]
     served = serve(images=tf.constant([p.read_bytes() for p in files]))[layout.OUTPUT].numpy()
     np.testing.assert_allclose(served, expected, atol=1e-5)

@@ -1,0 +1,129 @@
+"""The training command's options (`python -m model.train --help`)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from model.architecture import PRESETS
+
+
+@dataclass
+class TrainOptions:
+    """Every knob of a training run (the command-line flags).
+
+    None means "choose from the data" (see `model.plan`).
+    """
+
+    data: str = "synthetic"
+    data_dir: str | None = None
+    per_class: int = 1000
+    preset: str = "vgg-mini"
+    input_size: int | None = None
+    width: float | None = None
+    batch_norm: bool | None = None
+    dropout: float | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    learning_rate: float = 1e-3
+    seed: int = 0
+    validation_split: float = 0.2
+    patience: int | None = None
+    target_accuracy: float | None = None
+    min_accuracy: float | None = None
+    augment: bool = True
+    flip: bool | None = None
+    output: str = "models"
+    name: str = "vgg-mini"
+    version: int | None = None
+    verbose: int | str = "auto"
+    skip_if_exists: bool = False
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> TrainOptions:
+    p = argparse.ArgumentParser(
+        prog="python -m model.train",
+        description="Train a VGG-style classifier and export it as a versioned SavedModel. "
+        "Settings left unset are chosen from the data; the report records each choice.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    d = TrainOptions()
+    data = p.add_argument_group("data")
+    data.add_argument("--data", choices=["synthetic", "folder", "cifar10"], default=d.data)
+    data.add_argument("--data-dir", help="image folder (DIR/<class>/<images>), or CIFAR-10")
+    data.add_argument(
+        "--per-class", type=_positive_int, default=d.per_class, help="synthetic images per class"
+    )
+    data.add_argument("--validation-split", type=_fraction, default=d.validation_split)
+    net = p.add_argument_group("network")
+    net.add_argument("--preset", choices=sorted(PRESETS), default=d.preset)
+    net.add_argument("--input-size", type=_positive_int, help="square input side (preset's)")
+    net.add_argument("--width", type=float, help="multiplier on filters and dense widths")
+    net.add_argument(
+        "--batch-norm",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="batch normalisation after each convolution (preset's default)",
+    )
+    net.add_argument("--dropout", type=_fraction, help="dropout after dense layers (preset's)")
+    fit = p.add_argument_group("training (unset: chosen from the data)")
+    fit.add_argument("--epochs", type=_positive_int, help="at most this many epochs")
+    fit.add_argument("--batch-size", type=_positive_int)
+    fit.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    fit.add_argument("--seed", type=int, default=d.seed)
+    fit.add_argument(
+        "--patience",
+        type=_positive_int,
+        help="epochs without better validation accuracy before stopping (at least 600 steps)",
+    )
+    fit.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=d.augment,
+        help="random shifts (and flips, see --flip) while training",
+    )
+    fit.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random horizontal flips (unset: on when mirror images stay in their class)",
+    )
+    fit.add_argument(
+        "--target-accuracy", type=_fraction, help="stop once validation accuracy reaches this"
+    )
+    fit.add_argument(
+        "--min-accuracy",
+        type=_fraction,
+        help="export nothing and exit 3 when validation accuracy ends below this",
+    )
+    fit.add_argument(
+        "--verbose",
+        type=lambda v: v if v == "auto" else int(v),
+        choices=["auto", 0, 1, 2],
+        default=d.verbose,
+        help="Keras progress: 0 silent, 1 progress bar, 2 one line an epoch",
+    )
+    out = p.add_argument_group("output")
+    out.add_argument("--output", default=d.output, help="models folder")
+    out.add_argument("--name", default=d.name, help="model name")
+    out.add_argument("--version", type=_positive_int, help="version number (default: next free)")
+    out.add_argument(
+        "--skip-if-exists",
+        action="store_true",
+        help="do nothing when the model already has a version (for deploy jobs)",
+    )
+    return TrainOptions(**vars(p.parse_args(argv)))
