@@ -28,6 +28,7 @@ class TrainOptions:
     learning_rate: float = 1e-3
     seed: int = 0
     validation_split: float = 0.2
+    cache: str | None = None
     patience: int | None = None
     target_accuracy: float | None = None
     min_accuracy: float | None = None
@@ -69,6 +70,12 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
         "--per-class", type=_positive_int, default=d.per_class, help="synthetic images per class"
     )
     data.add_argument("--validation-split", type=_fraction, default=d.validation_split)
+    data.add_argument(
+        "--cache",
+        metavar="DIR",
+        help="keep decoded, resized images in DIR after the first epoch (faster epochs "
+        "when decoding is the bottleneck; reused by later runs on the same files and size)",
+    )
     net = p.add_argument_group("network")
     net.add_argument("--preset", choices=sorted(PRESETS), default=d.preset)
     net.add_argument("--input-size", type=_positive_int, help="square input side (preset's)")

@@ -12,6 +12,7 @@ each with its reason.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 import time
@@ -45,6 +46,8 @@ log = logging.getLogger("model.train")
 
 # Training accuracy for the report is measured on at most this many images.
 TRAIN_EVAL_IMAGES = 5000
+# The shuffle buffer of cached (decoded) images holds at most this many bytes.
+SHUFFLE_BUFFER_BYTES = 256 * 1024 * 1024
 # The mirror probe looks at this many training images, downscaled to this side.
 PROBE_IMAGES, PROBE_SIDE = 2000, 16
 
@@ -77,12 +80,34 @@ def load_data(options: TrainOptions, preprocess: PreprocessConfig) -> tuple[Imag
     raise DatasetError(f"unknown data source {options.data!r}: synthetic, folder or cifar10")
 
 
-def _batches(data: ImageSet, batch_size: int) -> tf.data.Dataset:
+def _batches(
+    data: ImageSet, batch_size: int, cache_dir: str | None = None, part: str = ""
+) -> tf.data.Dataset:
     """Unshuffled, unaugmented batches (validation, evaluation)."""
-    return data.dataset().batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    ds = _cached(data, cache_dir, part) or data.dataset()
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _training_batches(data: ImageSet, plan: Plan, seed: int) -> tf.data.Dataset:
+def _cached(data: ImageSet, cache_dir: str | None, part: str) -> tf.data.Dataset | None:
+    """`data` decoded once into an on-disk cache under `cache_dir`, or None without one.
+
+    The cache is keyed by the files and the decoder's output shape, so a
+    different folder or input size never reads stale images.
+    """
+    if not cache_dir:
+        return None
+    spec = data.dataset().element_spec[0]
+    key = hashlib.sha256(
+        "\n".join([str(spec.shape), *map(str, data.elements), *map(str, data.labels)]).encode()
+    ).hexdigest()[:16]
+    folder = Path(cache_dir) / f"{part}-{key}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return data.dataset().cache(str(folder / "images"))
+
+
+def _training_batches(
+    data: ImageSet, plan: Plan, seed: int, cache_dir: str | None = None
+) -> tf.data.Dataset:
     augment = keras.Sequential(name="augment")
     if plan.flip:
         augment.add(keras.layers.RandomFlip("horizontal", seed=seed))
@@ -92,7 +117,16 @@ def _training_batches(data: ImageSet, plan: Plan, seed: int) -> tf.data.Dataset:
         )
     # Endless and reshuffled every pass; fit() cuts it into epochs of
     # plan.steps_per_epoch steps, so no batch is a short remainder.
-    ds = data.dataset(shuffle_seed=seed).repeat().batch(plan.batch_size)
+    cached = _cached(data, cache_dir, "train")
+    if cached is None:
+        ds = data.dataset(shuffle_seed=seed).repeat()
+    else:
+        # Cached images come back in one order; shuffle them in a buffer of
+        # bounded size, so memory still does not grow with the folder.
+        image_bytes = 4 * int(np.prod(cached.element_spec[0].shape))
+        buffer = max(64, min(len(data), SHUFFLE_BUFFER_BYTES // image_bytes))
+        ds = cached.shuffle(buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.batch(plan.batch_size)
     if augment.layers:
         ds = ds.map(
             lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE
@@ -266,8 +300,8 @@ def train(options: TrainOptions) -> TrainResult:
     throughput = _Throughput(plan.steps_per_epoch * plan.batch_size)
     best = _BestWeights(plan.patience_epochs, options.target_accuracy)
     history = model.fit(
-        _training_batches(train_set, plan, options.seed),
-        validation_data=_batches(val_set, 256),
+        _training_batches(train_set, plan, options.seed, options.cache),
+        validation_data=_batches(val_set, 256, options.cache, "validation"),
         epochs=plan.epochs,
         steps_per_epoch=plan.steps_per_epoch,
         callbacks=[throughput, best],

@@ -151,15 +151,24 @@ def baseline_accuracy(real: RealSet) -> float:
 
 
 def held_out_accuracy(version_dir: Path, real: RealSet) -> float:
-    """Accuracy of the exported model's serving signature on the held-out files."""
+    """Accuracy of the exported model's serving signature on the held-out files.
+
+    Predictions are compared by class name (the export's labels.txt), not by
+    index: the model numbers classes in its own (sorted folder) order.
+    """
     import tensorflow as tf
 
     from model import layout
 
     serve = tf.saved_model.load(str(version_dir)).signatures[layout.SERVING_SIGNATURE]
+    exported_names = layout.read_labels(version_dir)
     files, labels = zip(*real.files("test"), strict=True)
-    predicted: list[np.ndarray] = []
+    hits = 0
     for start in range(0, len(files), 128):
         batch = tf.constant([p.read_bytes() for p in files[start : start + 128]])
-        predicted.append(serve(images=batch)[layout.OUTPUT].numpy().argmax(axis=1))
-    return float(np.mean(np.concatenate(predicted) == np.asarray(labels)))
+        predicted = serve(images=batch)[layout.OUTPUT].numpy().argmax(axis=1)
+        truth = labels[start : start + 128]
+        hits += sum(
+            exported_names[p] == real.class_names[t] for p, t in zip(predicted, truth, strict=True)
+        )
+    return hits / len(files)

@@ -69,3 +69,26 @@ def test_bad_flag_values_are_one_line_errors(capsys: pytest.CaptureFixture[str])
             main([flag, value])
         assert info.value.code == 2
         assert flag in capsys.readouterr().err
+
+
+def test_cache_keeps_decoded_images_on_disk_for_later_runs(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    data = tmp_path / "colours"
+    for name, channel in (("red", 0), ("blue", 2)):
+        (data / name).mkdir(parents=True)
+        for i in range(20):
+            pixels = rng.integers(0, 60, (20, 20, 3), dtype=np.uint8)
+            pixels[..., channel] = 200
+            (data / name / f"{i}.png").write_bytes(encode(pixels))
+    cache = tmp_path / "cache"
+    args = ["--data", "folder", "--data-dir", str(data), "--output", str(tmp_path / "m")]
+    args += ["--name", "rb", "--cache", str(cache), *TINY_FLAGS]
+    assert main(args) == 0
+    parts = sorted(p.name.split("-")[0] for p in cache.iterdir())
+    assert parts == ["train", "validation"]
+    assert all(list(p.glob("images*.index")) for p in cache.iterdir())
+    # A second run reads the same cache (same files, same size): no new entries.
+    assert main(args) == 0
+    assert len(list(cache.iterdir())) == 2
+    metrics = json.loads((tmp_path / "m" / "rb" / "2" / "report" / "metrics.json").read_text())
+    assert metrics["validation_accuracy"] == 1.0
