@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from model.preprocessing import PreprocessConfig
+from model.preprocess_config import PreprocessConfig
 
 LABELS = Path("assets") / "labels.txt"
 PREPROCESSING = Path("assets") / "preprocessing.json"

@@ -8,41 +8,10 @@ layer inside the model, so every caller hands the model 0-255 values.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from dataclasses import dataclass
-from typing import Any
-
 import tensorflow as tf
 
-
-@dataclass(frozen=True)
-class PreprocessConfig:
-    """How encoded bytes or raw pixels become model input.
-
-    Stored as JSON in every exported version's assets, so a client (or a
-    person) can read it without TensorFlow.
-    """
-
-    height: int
-    width: int
-    resize_method: str = "bilinear"
-    channel_order: str = "RGB"
-    input_range: tuple[float, float] = (0.0, 255.0)
-    # The model's first layer maps input_range to this range.
-    model_range: tuple[float, float] = (0.0, 1.0)
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        # JSON has lists where the dataclass has tuples.
-        values: dict[str, Any] = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in fields
-        }
-        return cls(**values)
+# Defined apart so that reading an export's settings needs no TensorFlow.
+from model.preprocess_config import PreprocessConfig
 
 
 def decode(encoded: tf.Tensor) -> tf.Tensor:

@@ -11,7 +11,8 @@ import logging
 import signal
 import sys
 
-from service.runtime import ModelLoadError
+# Only what parsing the command line needs: a bad flag or --help must answer
+# at once, not after the seconds TensorFlow takes to import.
 from service.settings import Settings
 
 log = logging.getLogger("service")
@@ -28,6 +29,7 @@ def configure_tensorflow(settings: Settings) -> None:
 
 
 async def serve(settings: Settings) -> int:
+    from service.runtime import ModelLoadError
     from service.server import Server
 
     try:
@@ -71,7 +73,7 @@ async def serve(settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     settings = Settings.parse(argv)
     logging.basicConfig(
-        level=settings.log_level.upper(),
+        level=settings.log_level.upper(),  # checked by Settings
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     configure_tensorflow(settings)

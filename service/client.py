@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protos.vggserve.v1 import classifier_pb2 as pb
 from protos.vggserve.v1 import classifier_pb2_grpc as pb_grpc
+from service import cli
 
 SERVICE = "vggserve.v1.ImageClassifier"
 ImageLike = str | Path | bytes | np.ndarray
@@ -267,13 +268,17 @@ def _outcome(result: pb.ImageResult) -> Classification | ImageError:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = cli.ArgumentParser(
         prog="python -m service.client", description="Classify image files with a vggserve server."
     )
     parser.add_argument("images", nargs="+", help="JPEG, PNG, BMP or GIF files")
     parser.add_argument("--target", default="127.0.0.1:8500", help="server host:port")
-    parser.add_argument("--top-k", type=int, default=5, help="classes per image (default: 5)")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+    parser.add_argument(
+        "--top-k", type=cli.at_least(1), default=5, help="classes per image (default: 5)"
+    )
+    parser.add_argument(
+        "--timeout", type=cli.at_least(0.001, float), default=30.0, help="seconds per call"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     add_connection_flags(parser)
     args = parser.parse_args(argv)

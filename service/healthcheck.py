@@ -7,19 +7,21 @@ anything else (NOT_SERVING, no answer, refused connection).
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import grpc
 
+from service import cli
 from service.client import Client
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.healthcheck", description=__doc__)
+    parser = cli.ArgumentParser(prog="python -m service.healthcheck", description=__doc__)
     parser.add_argument("--target", default="127.0.0.1:8500", help="server host:port")
     parser.add_argument("--service", default="", help="service name ('' = the whole server)")
-    parser.add_argument("--timeout", type=float, default=3.0, help="seconds to wait")
+    parser.add_argument(
+        "--timeout", type=cli.at_least(0.001, float), default=3.0, help="seconds to wait"
+    )
     args = parser.parse_args(argv)
     with Client(args.target, timeout=args.timeout, retries=0) as client:
         try:

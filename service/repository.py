@@ -23,43 +23,11 @@ from service.images import ImageInput
 from service.metrics import Metrics
 from service.runtime import LoadedModel, ModelLoadError
 from service.settings import Settings
+from service.versions import VersionPolicy
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TOP_K = 5
-
-
-@dataclass(frozen=True)
-class VersionPolicy:
-    """Which versions to serve: the newest `latest` ones, or a pinned list."""
-
-    latest: int = 1
-    pinned: tuple[int, ...] = ()
-
-    @classmethod
-    def parse(cls, text: str) -> VersionPolicy:
-        text = text.strip()
-        try:
-            if text == "latest":
-                return cls(latest=1)
-            if text.startswith("latest:"):
-                n = int(text.removeprefix("latest:"))
-                if n < 1:
-                    raise ValueError
-                return cls(latest=n)
-            pinned = tuple(sorted({int(v) for v in text.split(",")}))
-            if not pinned or min(pinned) < 1:
-                raise ValueError
-            return cls(latest=0, pinned=pinned)
-        except ValueError:
-            raise ValueError(
-                f"version policy {text!r}: use 'latest', 'latest:N' or a list such as '1,3'"
-            ) from None
-
-    def select(self, available: Sequence[int]) -> list[int]:
-        if self.pinned:
-            return [v for v in self.pinned if v in available]
-        return sorted(available)[-self.latest :]
 
 
 @dataclass(frozen=True)

@@ -90,7 +90,14 @@ class Server:
         await self._grpc.start()
         if self.settings.metrics_port >= 0:
             host = self.settings.metrics_host or self.settings.host
-            self.metrics_port = self.metrics.serve(host, self.settings.metrics_port)
+            try:
+                self.metrics_port = self.metrics.serve(host, self.settings.metrics_port)
+            except OSError as exc:
+                await self._grpc.stop(0)
+                raise OSError(
+                    f"cannot serve metrics on {host}:{self.settings.metrics_port}: "
+                    f"{exc.strerror or exc} (--metrics-port -1 turns metrics off)"
+                ) from None
         return self.port
 
     async def load(self) -> None:

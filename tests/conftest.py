@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -40,6 +41,19 @@ def tiny_options(output: Path, **overrides: object) -> TrainOptions:
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
     """A tiny vgg-mini trained on the synthetic set and exported as version 1."""
     return train(tiny_options(tmp_path_factory.mktemp("models")))
+
+
+def require_tool(path: str | None, missing: str, env: Mapping[str, str] = os.environ) -> str:
+    """`path` if the tool was found; else skip the test, or fail it under CI=true.
+
+    A developer's machine may lack nginx, docker-compose or hadolint; CI must
+    not, or the tests that need them would pass there without running.
+    """
+    if path:
+        return path
+    if env.get("CI", "").strip().lower() in {"true", "1", "yes"}:
+        pytest.fail(f"{missing}, and CI=true: CI must run this test", pytrace=False)
+    pytest.skip(missing)
 
 
 def encode(pixels: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> bytes:

@@ -26,7 +26,7 @@ import yaml
 
 from loadtest.serverproc import local_server
 from service.client import Client
-from tests.conftest import encode, random_pixels
+from tests.conftest import encode, random_pixels, require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = shutil.which("docker-compose")
@@ -35,15 +35,35 @@ NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").e
 HADOLINT = shutil.which("hadolint", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
 
 
+# --- tools a developer may lack, CI may not ---------------------------------------------------
+
+
+@pytest.mark.parametrize("ci", ["true", "TRUE", "1"])
+def test_a_missing_tool_fails_the_test_under_ci(ci: str) -> None:
+    with pytest.raises(pytest.fail.Exception, match="nginx is not installed, and CI=true"):
+        require_tool(None, "nginx is not installed", env={"CI": ci})
+
+
+@pytest.mark.parametrize("env", [{}, {"CI": "false"}, {"CI": ""}])
+def test_a_missing_tool_skips_the_test_outside_ci(env: dict[str, str]) -> None:
+    with pytest.raises(pytest.skip.Exception, match="nginx is not installed"):
+        require_tool(None, "nginx is not installed", env=env)
+
+
+def test_a_tool_that_is_there_is_used() -> None:
+    assert require_tool("/usr/sbin/nginx", "unused", env={"CI": "true"}) == "/usr/sbin/nginx"
+
+
 # --- docker-compose.yml ----------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
-    if COMPOSE is None:
-        pytest.skip("docker-compose is not installed (.ci/run installs Debian's package)")
+    compose = require_tool(
+        COMPOSE, "docker-compose is not installed (.ci/run installs Debian's package)"
+    )
     result = subprocess.run(
-        [COMPOSE, "--profile", "gpu", "--profile", "loadtest", "config"],
+        [compose, "--profile", "gpu", "--profile", "loadtest", "config"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -109,6 +129,8 @@ def nginx_lb(tmp_path: Path):  # type: ignore[no-untyped-def]
     """
     processes: list[subprocess.Popen[bytes]] = []
 
+    nginx = require_tool(NGINX, "nginx is not installed (.ci/run installs it)")
+
     def start(upstreams: list[str]) -> str:
         socket = tmp_path / "lb.sock"
         conf = tmp_path / "nginx.conf"
@@ -116,7 +138,7 @@ def nginx_lb(tmp_path: Path):  # type: ignore[no-untyped-def]
         (tmp_path / "logs").mkdir(exist_ok=True)
         process = subprocess.Popen(
             [
-                NGINX,
+                nginx,
                 "-c",
                 str(conf),
                 "-p",
@@ -173,7 +195,6 @@ def classify_all(
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(NGINX is None, reason="nginx is not installed (.ci/run installs it)")
 def test_nginx_balances_over_replicas_and_survives_losing_one(model_dir: Path, nginx_lb) -> None:  # type: ignore[no-untyped-def]
     with ExitStack() as stack:
         replicas = {
@@ -207,10 +228,10 @@ def test_nginx_balances_over_replicas_and_survives_losing_one(model_dir: Path, n
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 
-@pytest.mark.skipif(HADOLINT is None, reason="hadolint is not installed (requirements-dev.txt)")
 def test_dockerfile_passes_hadolint() -> None:
+    hadolint = require_tool(HADOLINT, "hadolint is not installed (requirements-dev.txt)")
     result = subprocess.run(
-        [HADOLINT, "--failure-threshold", "warning", "Dockerfile"],
+        [hadolint, "--failure-threshold", "warning", "Dockerfile"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,8 @@ from model.export import export_model
 from model.train import TrainResult, main, train
 from tests.conftest import encode, tiny_options
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 def test_tiny_model_beats_chance_by_a_wide_margin(tiny_model: TrainResult) -> None:
     chance = 1 / len(synthetic.CLASS_NAMES)
@@ -22,7 +26,31 @@ def test_tiny_model_beats_chance_by_a_wide_margin(tiny_model: TrainResult) -> No
     assert tiny_model.report.evaluation.accuracy > 3 * chance
 
 
-def test_export_layout_and_assets_readable_without_tensorflow(tiny_model: TrainResult) -> None:
+def test_export_assets_are_readable_without_tensorflow(tiny_model: TrainResult) -> None:
+    # This process has TensorFlow loaded already; a fresh one shows what a
+    # client or tool that reads an export actually imports.
+    code = (
+        "import json, sys\n"
+        "from model import layout\n"
+        "path = sys.argv[1]\n"
+        "config = layout.read_preprocessing(path)\n"
+        "print(json.dumps({'labels': layout.read_labels(path), 'height': config.height,\n"
+        "    'tensorflow': sorted(m for m in sys.modules if m.split('.')[0] == 'tensorflow')}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tiny_model.version_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    read = json.loads(result.stdout)
+    assert read["tensorflow"] == []
+    assert read["labels"] == synthetic.CLASS_NAMES and read["height"] == 16
+
+
+def test_export_layout_and_assets(tiny_model: TrainResult) -> None:
     version_dir = tiny_model.version_dir
     assert version_dir.name == "1"
     for part in (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,40 @@ def test_port_in_use_is_a_clear_error(server: RunningServer, model_dir: Path) ->
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert f"cannot listen on 127.0.0.1:{server.port}: is the port in use?" in result.stderr
+
+
+def test_metrics_port_in_use_is_a_clear_error_naming_the_port(model_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = server_command(model_dir)
+        command[command.index("--metrics-port") + 1] = str(port)
+        result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert f"cannot serve metrics on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--top-k", "-1"], "argument --top-k: must be at least 1, got -1"),
+        (["--top-k", "many"], "argument --top-k: 'many' is not an integer"),
+        (["--timeout", "0"], "argument --timeout: must be at least 0.001, got 0"),
+    ],
+)
+def test_client_command_refuses_bad_flags_with_one_line(
+    files: dict[str, Path], args: list[str], message: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "service.client", str(files["good"]), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"python -m service.client: error: {message} (see --help)"
+    ]

@@ -60,35 +60,52 @@ def test_new_version_takes_over_without_failing_a_request(
 ) -> None:
     running, model_dir = watched
     image = encode(random_pixels(16, 16))
-    seen: list[int | str] = []
+    # One list per caller: each caller's calls are sequential, so its answers
+    # are in the order the server routed them.
+    seen: list[list[int | str]] = [[] for _ in range(4)]
     stop = threading.Event()
+    answered = threading.Condition()
 
-    def traffic() -> None:
+    def traffic(mine: list[int | str]) -> None:
         with running.client(retries=0) as client:
             while not stop.is_set():
                 try:
-                    seen.append(client.classify(image).model_version)
+                    outcome: int | str = client.classify(image).model_version
                 except grpc.RpcError as exc:
-                    seen.append(exc.code().name)
+                    outcome = exc.code().name
+                with answered:
+                    mine.append(outcome)
+                    answered.notify_all()
+
+    def each_caller_answered(at_least: list[int]) -> None:
+        with answered:
+            reached = answered.wait_for(
+                lambda: all(len(m) >= n for m, n in zip(seen, at_least, strict=True)), 60
+            )
+        assert reached, [len(m) for m in seen]
 
     with running.client() as client:
-        workers = [threading.Thread(target=traffic) for _ in range(4)]
+        workers = [threading.Thread(target=traffic, args=(mine,)) for mine in seen]
         for worker in workers:
             worker.start()
-        wait_until(lambda: len(seen) > 20)
+        each_caller_answered([5] * len(seen))
         publish(tiny_model.version_dir, model_dir, 2)
         wait_until(lambda: client.classify(image).model_version == 2)
         wait_until(lambda: list(client.metadata().versions) == [2])  # version 1 unloaded
-        mark = len(seen)
-        wait_until(lambda: len(seen) > mark + 20)
+        marks = [len(mine) for mine in seen]
+        each_caller_answered([mark + 5 for mark in marks])
         stop.set()
         for worker in workers:
             worker.join()
         assert client.health() == "SERVING"
-    assert all(isinstance(v, int) for v in seen), [v for v in seen if not isinstance(v, int)]
-    first_two = seen.index(2)
-    assert set(seen[:first_two]) == {1}
-    assert set(seen[mark:]) == {2}
+    for mine, mark in zip(seen, marks, strict=True):
+        assert all(isinstance(v, int) for v in mine), [v for v in mine if not isinstance(v, int)]
+        # The switch is one step: once a caller is answered by version 2, it is
+        # never answered by version 1 again.
+        assert mine == sorted(mine, key=int) and set(mine) == {1, 2}, mine
+        # A caller has one call in flight at a time: at most one answer after
+        # the unload can come from a call routed to version 1 before it.
+        assert set(mine[mark + 1 :]) == {2}, mine[mark:]
 
 
 def test_broken_version_is_refused_and_the_old_one_keeps_answering(

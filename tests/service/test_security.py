@@ -139,6 +139,55 @@ def test_mutual_tls_refuses(mtls_server: RunningServer, pki: Path, kwargs: dict)
 
 
 @pytest.fixture(scope="module")
+def tls_server(model_dir: Path, pki: Path) -> Iterator[RunningServer]:
+    """TLS for the server only: no client certificate asked for."""
+    running = RunningServer(
+        settings_for(
+            model_dir,
+            tls_cert=str(pki / "server.pem"),
+            tls_key=str(pki / "server.key"),
+            metrics_port=-1,
+        )
+    )
+    running.load()
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"ca_file": "ca.pem"},
+        # A certificate the server did not ask for does no harm.
+        {"ca_file": "ca.pem", "cert_file": "client.pem", "key_file": "client.key"},
+    ],
+    ids=["no-client-certificate", "with-client-certificate"],
+)
+def test_server_only_tls_accepts_clients_that_trust_its_ca(
+    tls_server: RunningServer, pki: Path, kwargs: dict
+) -> None:
+    files = {k: pki / v for k, v in kwargs.items()}
+    with Client(tls_server.target, retries=0, timeout=10, **files) as client:
+        assert client.classify(IMAGE).classes
+        assert client.health() == "SERVING"
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"ca_file": "other-ca.pem"}], ids=["plaintext", "untrusted-server"]
+)
+def test_server_only_tls_refuses_plaintext_and_clients_of_another_ca(
+    tls_server: RunningServer, pki: Path, kwargs: dict
+) -> None:
+    files = {k: pki / v for k, v in kwargs.items()}
+    with (
+        Client(tls_server.target, retries=0, timeout=5, **files) as client,
+        pytest.raises(grpc.RpcError) as info,
+    ):
+        client.classify(IMAGE)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.fixture(scope="module")
 def token_server(
     model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RunningServer]:

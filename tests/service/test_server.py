@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import struct
+import time
 import zlib
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -278,7 +280,8 @@ def test_overload_gets_resource_exhausted_and_nothing_hangs(model_dir: Path) -> 
             client.classify(big)
             return grpc.StatusCode.OK
         except grpc.RpcError as exc:
-            assert "queued" in exc.details() or exc.code() == grpc.StatusCode.OK
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc.details()
+            assert "requests queued); retry with backoff" in exc.details()
             return exc.code()
 
     try:
@@ -289,10 +292,56 @@ def test_overload_gets_resource_exhausted_and_nothing_hangs(model_dir: Path) -> 
         running.stop()
 
 
-def test_expired_deadline_is_deadline_exceeded(client: Client) -> None:
-    request = pb.ClassifyRequest(image=pb.Image(encoded=encode(random_pixels(300, 300), "PNG")))
-    error = rpc_error(lambda: client.stub.Classify(request, timeout=0.0005))
-    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+def wait_for_metric(
+    server: RunningServer, name: str, condition: Callable[[float], bool], timeout: float = 60.0
+) -> float:
+    """Scrapes /metrics until `name` satisfies `condition`; returns its value."""
+    deadline = time.monotonic() + timeout
+    while not condition(value := scrape(server, name)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} stayed at {value}")
+    return value
+
+
+def test_a_request_whose_deadline_passes_in_the_queue_is_dropped_not_computed(
+    model_dir: Path,
+) -> None:
+    """The server drops an expired request itself: it never reaches the model.
+
+    One image per model call and a queue of slow images; a request whose
+    deadline is shorter than the work queued ahead of it must come back
+    DEADLINE_EXCEEDED, and the model must compute only the slow images.
+    """
+    running = RunningServer(settings_for(model_dir, max_batch_size=1))
+    running.load()
+    slow = encode(random_pixels(1500, 1500), "PNG")  # decoding it takes a while
+    quick = pb.ClassifyRequest(image=pb.Image(encoded=encode(random_pixels(8, 8))))
+    queued = 12
+    try:
+        with running.client(retries=0, timeout=300) as client, ThreadPoolExecutor(queued) as pool:
+            started = time.monotonic()
+            client.classify(slow)
+            one_slow_call = time.monotonic() - started  # on this machine, now
+            images_before = batch_histogram(running.metrics())[0]
+            calls_before = rpc_count(running, "Classify")
+            slow_calls = [pool.submit(client.classify, slow) for _ in range(queued)]
+            # Several slow images are waiting: the quick one queues behind them.
+            depth = wait_for_metric(running, "vggserve_queue_depth", lambda v: v >= queued // 2)
+            assert depth <= queued
+            error = rpc_error(lambda: client.stub.Classify(quick, timeout=one_slow_call))
+            assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            # Queued after the expired one, so answered after it was dropped or
+            # computed (one model call at a time, first in first out).
+            fence = client.stub.Classify(quick, timeout=300)
+            assert fence.model_version == 2
+            assert [c.result().model_version for c in slow_calls] == [2] * queued
+        images_after = batch_histogram(running.metrics())[0]
+        assert images_after - images_before == queued + 1, "the expired request was computed"
+        # The server did receive it (it is counted), so the server dropped it.
+        assert rpc_count(running, "Classify") - calls_before == queued + 2
+        assert scrape(running, "vggserve_queue_depth") == 0
+    finally:
+        running.stop()
 
 
 # --- metrics -----------------------------------------------------------------------------------
@@ -301,6 +350,12 @@ def test_expired_deadline_is_deadline_exceeded(client: Client) -> None:
 def scrape(server: RunningServer, name: str) -> float:
     match = re.search(rf"^{re.escape(name)} ([\d.e+-]+)$", server.metrics(), re.M)
     return float(match.group(1)) if match else 0.0
+
+
+def rpc_count(server: RunningServer, method: str) -> float:
+    """RPCs of `method` the server answered, whatever their status code."""
+    pattern = rf'^vggserve_requests_total{{code="\w+",method="{method}"}} ([\d.e+-]+)$'
+    return sum(float(v) for v in re.findall(pattern, server.metrics(), re.M))
 
 
 def test_metrics_move_with_real_requests(server: RunningServer, client: Client) -> None:
@@ -321,4 +376,4 @@ def test_metrics_move_with_real_requests(server: RunningServer, client: Client) 
     assert scrape(server, 'vggserve_model_version_loaded{version="1"}') == 1
     assert scrape(server, 'vggserve_model_version_loaded{version="2"}') == 1
     assert scrape(server, 'vggserve_model_loads_total{result="success"}') >= 2
-    assert scrape(server, "vggserve_queue_depth") >= 0
+    assert scrape(server, "vggserve_queue_depth") == 0  # every call above was answered

@@ -1,43 +1,97 @@
-"""Graceful shutdown of a real server process."""
+"""Graceful shutdown of a real `python -m service` process, as README "Graceful
+shutdown" documents it: on SIGTERM, health turns NOT_SERVING at once while the
+server keeps answering for --drain-grace-s; then new calls are refused with
+UNAVAILABLE, every accepted call is answered, and the process exits 0. A second
+signal skips the grace.
+
+Every step waits on what the server says (health, answers), never on a clock.
+"""
 
 from __future__ import annotations
 
+import queue
 import signal
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from loadtest.serverproc import local_server
+from protos.vggserve.v1 import classifier_pb2 as pb
 from service.client import Client
 from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer, settings_for
 
 GRACE_S = 2.0
 DRAIN_S = 20.0
+LONG_GRACE = ["--drain-grace-s", "600", "--drain-timeout-s", "120"]  # ended by a second signal
+IMAGE = encode(random_pixels(8, 8))
+
+
+def wait_for_health(target: str, wanted: str, timeout: float = 60.0) -> None:
+    """Watches the standard health service until the server reports `wanted`."""
+    request = health_pb2.HealthCheckRequest(service="")
+    with grpc.insecure_channel(target) as channel:
+        for response in health_pb2_grpc.HealthStub(channel).Watch(request, timeout=timeout):
+            if health_pb2.HealthCheckResponse.ServingStatus.Name(response.status) == wanted:
+                return
+    raise AssertionError(f"{target} never reported {wanted}")
+
+
+def wait_until_refused(client: Client, timeout: float = 60.0) -> grpc.RpcError:
+    """Sends calls until one is refused (the grace is over); returns the refusal."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            client.classify(IMAGE)
+        except grpc.RpcError as exc:
+            return exc
+    raise AssertionError("new calls were still answered")
+
+
+class OpenStream:
+    """A ClassifyStream kept open: send one image at a time, read its answer."""
+
+    def __init__(self, client: Client) -> None:
+        self._requests: queue.Queue[pb.ClassifyRequest | None] = queue.Queue()
+        self._sent = 0
+        self.responses = client.stub.ClassifyStream(self._iterate(), timeout=300)
+
+    def _iterate(self) -> Iterator[pb.ClassifyRequest]:
+        while (request := self._requests.get()) is not None:
+            yield request
+
+    def classify(self, image: bytes) -> pb.StreamResult:
+        self._sent += 1
+        self._requests.put(
+            pb.ClassifyRequest(image=pb.Image(encoded=image), request_id=str(self._sent))
+        )
+        return next(self.responses)
+
+    def close(self) -> grpc.StatusCode:
+        """Ends the request side; returns the call's final status."""
+        self._requests.put(None)
+        for _ in self.responses:
+            pass
+        return self.responses.code()
 
 
 def test_sigterm_answers_calls_in_flight_and_exits_zero(model_dir: Path) -> None:
     big = encode(random_pixels(800, 800), "PNG")  # slow to decode: calls stay in flight
-    args = [
-        "--drain-grace-s",
-        str(GRACE_S),
-        "--drain-timeout-s",
-        str(DRAIN_S),
-        "--max-batch-size",
-        "4",
-    ]
+    args = ["--drain-grace-s", str(GRACE_S), "--drain-timeout-s", str(DRAIN_S)]
     with (
-        local_server(model_dir, args) as child,
+        local_server(model_dir, [*args, "--max-batch-size", "4"]) as child,
         Client(child.target, retries=0, timeout=60) as client,
         ThreadPoolExecutor(24) as pool,
     ):
         calls = [pool.submit(client.classify, big) for _ in range(24)]
         child.process.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
-        # Load balancers see NOT_SERVING at once, while calls are still answered.
-        assert client.health() == "NOT_SERVING"
+        # Load balancers see NOT_SERVING while the calls are still answered.
+        wait_for_health(child.target, "NOT_SERVING")
         versions = [call.result().model_version for call in calls]
         code = child.process.wait(timeout=GRACE_S + DRAIN_S + 30)
         elapsed = time.monotonic() - signalled
@@ -46,18 +100,46 @@ def test_sigterm_answers_calls_in_flight_and_exits_zero(model_dir: Path) -> None
     assert elapsed < GRACE_S + DRAIN_S
 
 
-def test_after_the_grace_new_calls_are_unavailable(model_dir: Path) -> None:
-    running = RunningServer(settings_for(model_dir, metrics_port=-1))
-    running.load()
-    try:
-        running._call(running.server.repository.close())  # what stop() does after the grace
-        with running.client(retries=0) as client:
-            try:
-                client.classify(encode(random_pixels(8, 8)))
-            except grpc.RpcError as exc:
-                assert exc.code() == grpc.StatusCode.UNAVAILABLE
-                assert "shutting down" in exc.details()
-            else:
-                raise AssertionError("a call after the grace was answered")
-    finally:
-        running.stop()
+def test_grace_then_new_calls_are_unavailable_and_the_open_stream_ends_ok(
+    model_dir: Path,
+) -> None:
+    with (
+        local_server(model_dir, LONG_GRACE) as child,
+        Client(child.target, retries=0, timeout=30) as client,
+    ):
+        stream = OpenStream(client)
+        assert stream.classify(IMAGE).result.WhichOneof("outcome") == "response"
+        child.process.send_signal(signal.SIGTERM)
+        wait_for_health(child.target, "NOT_SERVING")
+        # The grace: NOT_SERVING, yet answering, new calls and the open stream alike.
+        assert client.classify(IMAGE).model_version == 2
+        assert stream.classify(IMAGE).result.WhichOneof("outcome") == "response"
+        child.process.send_signal(signal.SIGTERM)  # the second signal skips the grace
+        refusal = wait_until_refused(client)
+        assert refusal.code() == grpc.StatusCode.UNAVAILABLE, refusal.details()
+        assert child.process.poll() is None, "exited with an accepted call still open"
+        assert stream.close() == grpc.StatusCode.OK
+        assert child.process.wait(timeout=DRAIN_S + 30) == 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 10 item 6: stop() closes the batchers before gRPC stops, so an accepted "
+    "stream's later images are answered UNAVAILABLE; remove this mark with that fix",
+)
+def test_an_accepted_stream_is_answered_to_its_end_after_the_grace(model_dir: Path) -> None:
+    with (
+        local_server(model_dir, LONG_GRACE) as child,
+        Client(child.target, retries=0, timeout=30) as client,
+    ):
+        stream = OpenStream(client)
+        assert stream.classify(IMAGE).result.WhichOneof("outcome") == "response"
+        child.process.send_signal(signal.SIGTERM)
+        wait_for_health(child.target, "NOT_SERVING")
+        child.process.send_signal(signal.SIGTERM)
+        wait_until_refused(client)
+        # New calls are refused; this call was accepted before: it is answered.
+        late = stream.classify(IMAGE).result
+        assert late.WhichOneof("outcome") == "response", late.error.message
+        assert stream.close() == grpc.StatusCode.OK
+        assert child.process.wait(timeout=DRAIN_S + 30) == 0

@@ -1,0 +1,42 @@
+"""The preprocessing settings of an export, readable without TensorFlow.
+
+`model.preprocessing` applies them (and re-exports PreprocessConfig); this
+module only holds them, so `model.layout` can read an export's assets in a
+process that never imports TensorFlow (clients, tools, the metadata).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How encoded bytes or raw pixels become model input.
+
+    Stored as JSON in every exported version's assets, so a client (or a
+    person) can read it without TensorFlow.
+    """
+
+    height: int
+    width: int
+    resize_method: str = "bilinear"
+    channel_order: str = "RGB"
+    input_range: tuple[float, float] = (0.0, 255.0)
+    # The model's first layer maps input_range to this range.
+    model_range: tuple[float, float] = (0.0, 1.0)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PreprocessConfig:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        # JSON has lists where the dataclass has tuples.
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in fields
+        }
+        return cls(**values)
