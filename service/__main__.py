@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 
+from service.portfile import write_port_file
 from service.runtime import ModelLoadError
 from service.settings import Settings
 
@@ -37,6 +38,8 @@ async def serve(settings: Settings) -> int:
         log.error("cannot start: %s", exc)
         return 2
     log.info("listening on %s:%d; loading the model", settings.host, port)
+    if settings.port_file:
+        write_port_file(settings.port_file, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

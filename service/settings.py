@@ -61,6 +61,11 @@ class Settings:
     )
     auth_token_file: str = _opt("", "file of accepted bearer tokens, one per line")
     log_level: str = _opt("INFO", "DEBUG, INFO, WARNING or ERROR")
+    port_file: str = _opt(
+        "",
+        "once listening, write the gRPC port to this file (atomically: temp + rename), "
+        "for tools that start the server on port 0",
+    )
 
     @property
     def batch_timeout_s(self) -> float:
