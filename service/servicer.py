@@ -11,7 +11,7 @@ import grpc
 from protos.vggserve.v1 import classifier_pb2 as pb
 from protos.vggserve.v1 import classifier_pb2_grpc as pb_grpc
 from service import converters
-from service.errors import ServiceError
+from service.errors import ServiceError, Unavailable
 from service.grpc_status import answer
 from service.images import Limits
 from service.metrics import Metrics
@@ -23,6 +23,23 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
+_STOPPED = pb.ClassifyRequest()  # a marker: the stream was cut short, not ended
+
+
+async def _next_unless(
+    requests: AsyncIterator[pb.ClassifyRequest], stop: asyncio.Task[bool]
+) -> pb.ClassifyRequest | None:
+    """The stream's next request; None at its end; _STOPPED once `stop` is done."""
+    if stop.done():
+        return _STOPPED
+    reading = asyncio.ensure_future(anext(requests, None))
+    await asyncio.wait({reading, stop}, return_when=asyncio.FIRST_COMPLETED)
+    if not reading.done():
+        reading.cancel()
+        return _STOPPED
+    return reading.result()
+
+
 class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
     def __init__(
         self, repository: ModelRepository, metrics: Metrics, limits: Limits, stream_window: int
@@ -31,6 +48,10 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
         self.metrics = metrics
         self.limits = limits
         self.stream_window = stream_window
+        # Set by Server.stop before gRPC stops: open streams then take no new
+        # image, answer the ones they took, and end UNAVAILABLE so that the
+        # client resends the rest elsewhere instead of holding the drain open.
+        self.draining = asyncio.Event()
 
     async def _classify(
         self, message: pb.Image, top_k: int, with_probs: bool, version: int, deadline: float | None
@@ -108,15 +129,25 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
 
         async def read() -> None:
             tasks: set[asyncio.Task[None]] = set()
+            requests = aiter(request_iterator)
+            drained = asyncio.create_task(self.draining.wait())
             try:
-                async for request in request_iterator:
+                while (request := await _next_unless(requests, drained)) is not None:
+                    if request is _STOPPED:
+                        break
                     await window.acquire()
                     task = asyncio.create_task(one(request))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 if tasks:
                     await asyncio.gather(*tasks)
+                if request is _STOPPED:
+                    raise Unavailable(
+                        "the server is shutting down; resend the images not answered "
+                        "on another connection"
+                    )
             finally:
+                drained.cancel()
                 await outbox.put(None)
 
         async with answer("ClassifyStream", context, self.metrics):
