@@ -57,6 +57,8 @@ RETRYABLE = frozenset(
         grpc.StatusCode.DEADLINE_EXCEEDED,
     }
 )
+# Room for the request's own fields around the image bytes.
+MESSAGE_OVERHEAD = 1024
 # A whole stream may also end CANCELLED when a draining server runs out of time.
 RECONNECT = RETRYABLE | {grpc.StatusCode.CANCELLED}
 
@@ -208,14 +210,16 @@ def run_remote(args: argparse.Namespace, todo: list[Path], output: Output, progr
     """
     failures = 0
     window = args.window
-    with client_from_args(args, retries=0) as client:
+    with client_from_args(args, retries=0, max_message_bytes=args.max_message_bytes) as client:
         while True:
             remaining = [p for p in todo if key(p) not in output.done]
             if not remaining:
                 return 0
             before = output.count()
             try:
-                refused = _stream(client, remaining, output, progress, window, args.top_k)
+                refused = _stream(
+                    client, remaining, output, progress, window, args.top_k, args.max_message_bytes
+                )
                 problem = ", ".join(f"{n} answered {code.name}" for code, n in refused.items())
             except grpc.RpcError as exc:
                 if exc.code() not in RECONNECT:
@@ -250,7 +254,13 @@ def run_remote(args: argparse.Namespace, todo: list[Path], output: Output, progr
 
 
 def _stream(
-    client: Client, paths: list[Path], output: Output, progress: tqdm, window_size: int, top_k: int
+    client: Client,
+    paths: list[Path],
+    output: Output,
+    progress: tqdm,
+    window_size: int,
+    top_k: int,
+    max_message_bytes: int,
 ) -> dict[grpc.StatusCode, int]:
     """One stream over `paths`; returns how many images were answered "not now"."""
     window = threading.Semaphore(window_size)
@@ -261,7 +271,10 @@ def _stream(
     def images() -> Iterator[bytes]:
         for path in paths:
             data = _read(path)
-            if isinstance(data, str):  # unreadable: an error row, nothing to send
+            if not isinstance(data, str) and len(data) + MESSAGE_OVERHEAD > max_message_bytes:
+                # Sent, it would break the whole stream (RESOURCE_EXHAUSTED) every time.
+                data = f"file is {len(data)} bytes: over --max-message-bytes {max_message_bytes}"
+            if isinstance(data, str):  # unreadable or too large: an error row, nothing to send
                 output.write(Row.of(key(path), data))
                 progress.update()
                 continue
@@ -357,6 +370,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--window", type=int, default=64, help="images in flight (default: 64)")
     p.add_argument("--batch-size", type=int, default=32, help="--local: images per model call")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds for one-shot calls")
+    p.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=16 * 1024 * 1024,
+        help="the server's --max-message-bytes (default: 16 MiB, its default); a larger "
+        "file is an error row instead of a stream the server breaks off",
+    )
     p.add_argument(
         "--max-retries",
         type=int,

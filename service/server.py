@@ -144,7 +144,7 @@ class Server:
         log.info("refusing new calls; answering the ones in flight (at most %.0f s)", timeout_s)
         if self._watch is not None:
             self._watch.cancel()
-        self._servicer.draining.set()
+        self._servicer.drain()
         await self._grpc.stop(timeout_s)
         await self.repository.close()
         self.metrics.stop()

@@ -23,23 +23,6 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
-_STOPPED = pb.ClassifyRequest()  # a marker: the stream was cut short, not ended
-
-
-async def _next_unless(
-    requests: AsyncIterator[pb.ClassifyRequest], stop: asyncio.Task[bool]
-) -> pb.ClassifyRequest | None:
-    """The stream's next request; None at its end; _STOPPED once `stop` is done."""
-    if stop.done():
-        return _STOPPED
-    reading = asyncio.ensure_future(anext(requests, None))
-    await asyncio.wait({reading, stop}, return_when=asyncio.FIRST_COMPLETED)
-    if not reading.done():
-        reading.cancel()
-        return _STOPPED
-    return reading.result()
-
-
 class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
     def __init__(
         self, repository: ModelRepository, metrics: Metrics, limits: Limits, stream_window: int
@@ -48,10 +31,17 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
         self.metrics = metrics
         self.limits = limits
         self.stream_window = stream_window
-        # Set by Server.stop before gRPC stops: open streams then take no new
-        # image, answer the ones they took, and end UNAVAILABLE so that the
-        # client resends the rest elsewhere instead of holding the drain open.
-        self.draining = asyncio.Event()
+        self._draining = False
+        self._intakes: set[asyncio.Task[None]] = set()  # streams still taking images
+
+    def drain(self) -> None:
+        """Open streams take no new image, answer the ones they took, and end
+        UNAVAILABLE, so that clients resend the rest elsewhere instead of
+        holding the drain open until its timeout. Called by Server.stop before
+        gRPC stops; new streams are refused by gRPC from then on."""
+        self._draining = True
+        for intake in self._intakes:
+            intake.cancel()  # only the intake: images already taken are answered
 
     async def _classify(
         self, message: pb.Image, top_k: int, with_probs: bool, version: int, deadline: float | None
@@ -128,27 +118,40 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
                 window.release()
 
         async def read() -> None:
-            tasks: set[asyncio.Task[None]] = set()
-            requests = aiter(request_iterator)
-            drained = asyncio.create_task(self.draining.wait())
             try:
-                while (request := await _next_unless(requests, drained)) is not None:
-                    if request is _STOPPED:
-                        break
-                    await window.acquire()
-                    task = asyncio.create_task(one(request))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                if tasks:
-                    await asyncio.gather(*tasks)
-                if request is _STOPPED:
-                    raise Unavailable(
-                        "the server is shutting down; resend the images not answered "
-                        "on another connection"
-                    )
+                if await take():
+                    return
+                raise Unavailable(
+                    "the server is shutting down; resend the images not answered "
+                    "on another connection"
+                )
             finally:
-                drained.cancel()
                 await outbox.put(None)
+
+        async def take() -> bool:
+            """Takes the stream's images; answers them all. False: cut by drain()."""
+            tasks: set[asyncio.Task[None]] = set()
+            intake = asyncio.current_task()
+            assert intake is not None
+            whole = not self._draining
+            if whole:
+                self._intakes.add(intake)
+                try:
+                    async for request in request_iterator:
+                        await window.acquire()
+                        task = asyncio.create_task(one(request))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                except asyncio.CancelledError:
+                    if not self._draining:
+                        raise  # the call itself was cancelled
+                    intake.uncancel()  # drain() stopped the intake: answer what was taken
+                    whole = False
+                finally:
+                    self._intakes.discard(intake)
+            if tasks:
+                await asyncio.gather(*tasks)
+            return whole
 
         async with answer("ClassifyStream", context, self.metrics):
             reader = asyncio.create_task(read())

@@ -315,3 +315,30 @@ def test_resume_with_a_relative_path_after_an_absolute_one_adds_no_row(
     assert "resuming: 120 of 120 images are already in" in capsys.readouterr().err
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     all_ok_once(rows, photos)
+
+
+def test_a_file_over_the_message_limit_is_its_own_error_row(
+    scripted: Callable[..., str], photos: Path, tmp_path: Path
+) -> None:
+    # Sent, it would break the stream for every image, on every attempt.
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(50_000))
+    target = scripted(lambda index: OK)
+    out = tmp_path / "predictions.csv"
+    code = main(
+        [
+            str(photos),
+            str(big),
+            "--out",
+            str(out),
+            "--target",
+            target,
+            "--max-message-bytes",
+            "40000",
+        ]
+    )
+    assert code == 1
+    rows = rows_of(out)
+    errors = [(r["path"], r["error"]) for r in rows if r["status"] == "error"]
+    assert errors == [(str(big), "file is 50008 bytes: over --max-message-bytes 40000")]
+    all_ok_once([r for r in rows if r["status"] == "ok"], photos)
