@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -74,17 +73,6 @@ REPORTS = (
 )
 
 
-def aggregated(stats_csv: Path) -> dict[str, str] | None:
-    """The Aggregated row of locust's stats CSV, if this run wrote one."""
-    if not stats_csv.exists():
-        return None
-    with stats_csv.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row["Name"] == "Aggregated":
-                return row
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     results = Path(args.results)
@@ -124,13 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         print(f"locust: {args.users} users against {target} for {args.run_time}", flush=True)
         code = subprocess.run(command, check=False).returncode
-    row = aggregated(results / "locust_stats.csv")
-    if row is not None:
-        print(
-            f"{row['Request Count']} requests, {row['Failure Count']} failed, "
-            f"{float(row['Requests/s']):.1f} req/s, p50 {row['50%']} ms, p95 {row['95%']} ms; "
-            f"reports in {results}/"
-        )
+    print(f"reports in {results}/")
     if code != 0:
         print(f"FAIL: locust exited with code {code}", file=sys.stderr)
     return code

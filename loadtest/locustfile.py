@@ -72,6 +72,16 @@ def problems(environment: Environment) -> list[str]:
 
 @events.quitting.add_listener
 def judge(environment: Environment, **_: Any) -> None:
+    total = environment.stats.total
+    p95 = total.get_response_time_percentile(0.95) if total.num_requests else float("nan")
+    # From the statistics in memory: locust's CSV is rewritten once a second and
+    # can miss the calls that finished while the run stopped.
+    print(
+        f"{total.num_requests} requests, {total.num_failures} failed ({total.fail_ratio:.2%}), "
+        f"{total.total_rps:.1f} req/s, p50 {total.median_response_time:.0f} ms, "
+        f"p95 {p95:.0f} ms",
+        file=sys.stderr,
+    )
     found = problems(environment)
     for problem in found:
         print(f"FAIL: {problem}", file=sys.stderr)
