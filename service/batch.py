@@ -12,7 +12,7 @@ and the run goes on. Answers that say "not now" (UNAVAILABLE, RESOURCE_EXHAUSTED
 DEADLINE_EXCEEDED: a server restarting, draining or shedding load) never
 become rows: those images are resent after a backoff, and a rerun retries
 such rows written by older versions of this tool. Exit status: 0 when every
-image has an ok row, 1 when some image has an error row, 2 when some image
+image has an ok row, 1 when this run wrote an error row, 2 when some image
 has no answer (the server could not be reached, or --max-retries consecutive
 attempts made no progress). --local runs the SavedModel in this process with
 the server's own batching, no server needed.
