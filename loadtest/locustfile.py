@@ -7,6 +7,10 @@ to locust (name, response time, size, exception), so failures and latency
 percentiles land in locust's statistics like HTTP requests do. Images come
 from a generated corpus of JPEG and PNG files, 32x32 to 640x480, built once
 when locust starts.
+
+The run judges itself, locust's documented way: when locust quits, a listener
+compares this run's statistics with --max-failure-ratio and --max-p95-ms
+(options this file adds to locust's command line) and sets locust's exit code.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import grpc.experimental.gevent as grpc_gevent
 
 grpc_gevent.init_gevent()
 
+import argparse  # noqa: E402
 import random  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -30,6 +36,57 @@ from protos.vggserve.v1 import classifier_pb2_grpc as pb_grpc  # noqa: E402
 
 CORPUS: list[bytes] = []
 BATCH = 8
+
+
+@events.init_command_line_parser.add_listener
+def add_thresholds(parser: argparse.ArgumentParser, **_: Any) -> None:
+    parser.add_argument(
+        "--max-failure-ratio",
+        type=float,
+        default=0.01,
+        help="exit 1 above this share of failed requests (default: 0.01)",
+    )
+    parser.add_argument(
+        "--max-p95-ms",
+        type=float,
+        default=2000.0,
+        help="exit 1 when the aggregated p95 latency is above this (default: 2000)",
+    )
+
+
+def problems(environment: Environment) -> list[str]:
+    """What makes this run fail, from its own statistics."""
+    total = environment.stats.total
+    options = environment.parsed_options
+    assert options is not None, "run through locust's command line"
+    if total.num_requests == 0:
+        return ["no request completed"]
+    found = []
+    if total.fail_ratio > options.max_failure_ratio:
+        found.append(f"failure ratio {total.fail_ratio:.2%} > {options.max_failure_ratio:.2%}")
+    p95 = total.get_response_time_percentile(0.95)
+    if p95 > options.max_p95_ms:
+        found.append(f"p95 {p95:.0f} ms > {options.max_p95_ms:.0f} ms")
+    return found
+
+
+@events.quitting.add_listener
+def judge(environment: Environment, **_: Any) -> None:
+    total = environment.stats.total
+    p95 = total.get_response_time_percentile(0.95) if total.num_requests else float("nan")
+    # From the statistics in memory: locust's CSV is rewritten once a second and
+    # can miss the calls that finished while the run stopped.
+    print(
+        f"{total.num_requests} requests, {total.num_failures} failed ({total.fail_ratio:.2%}), "
+        f"{total.total_rps:.1f} req/s, p50 {total.median_response_time:.0f} ms, "
+        f"p95 {p95:.0f} ms",
+        file=sys.stderr,
+    )
+    found = problems(environment)
+    for problem in found:
+        print(f"FAIL: {problem}", file=sys.stderr)
+    # Set either way: the thresholds decide, not locust's "any failure" default.
+    environment.process_exit_code = 1 if found else 0
 
 
 @events.init.add_listener

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 import grpc
 
 from service.client import Client
+from service.portfile import read_port_file
 
-_LISTENING = re.compile(r"listening on [\w.:\[\]]+:(\d+)")
+T = TypeVar("T")
+
+TAIL_LINES = 20  # of the child's stderr, quoted when it fails to start
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,10 @@ class Child:
     process: subprocess.Popen[str]
 
 
+class ChildFailed(RuntimeError):
+    """The child exited, or was not ready in time; the message quotes its stderr."""
+
+
 @contextmanager
 def child_server(
     command: Sequence[str],
@@ -37,36 +49,37 @@ def child_server(
     health: bool = True,
     ready_timeout: float = 300.0,
 ) -> Iterator[Child]:
-    """Runs `command`, which must log "listening on HOST:PORT"; yields it once ready.
+    """Runs `command` with `--port-file PATH` added; yields it once ready.
 
-    Waits for the standard health service to say SERVING (or, with
-    health=False, for the channel to connect); SIGTERM stops it afterwards.
+    Ready means: the child wrote its port to PATH (it does once listening),
+    then the standard health service says SERVING (with health=False: the
+    channel connects). Everything is bounded by `ready_timeout`, and a child
+    that exits first raises at once; either error quotes the child's last
+    stderr lines. SIGTERM stops it afterwards.
     """
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-    process = subprocess.Popen(list(command), env=env, stderr=subprocess.PIPE, text=True)
+    folder = Path(tempfile.mkdtemp(prefix="vggserve-child-"))
+    port_file = folder / "port"
+    argv = [*command, "--port-file", str(port_file)]
+    process = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
     log = open(log_path, "w") if log_path else None  # noqa: SIM115 (closed by _drain)
-    drain: threading.Thread | None = None
+    assert process.stderr is not None
+    # Read its log from the start: the child never blocks on a full pipe, and
+    # the last lines are at hand if it fails.
+    drain = threading.Thread(target=_drain, args=(process.stderr, log, tail), daemon=True)
+    drain.start()
     try:
-        assert process.stderr is not None
-        port = None
-        for line in process.stderr:
-            if log:
-                log.write(line)
-            if match := _LISTENING.search(line):
-                port = match.group(1)
-                break
-        if port is None:
-            raise RuntimeError(f"{command[2:4]} exited with code {process.wait()} before listening")
-        # Keep reading its log so the child never blocks on a full pipe.
-        drain = threading.Thread(target=_drain, args=(process.stderr, log), daemon=True)
-        drain.start()
+        deadline = time.monotonic() + ready_timeout
+        port = _wait(process, deadline, tail, lambda: read_port_file(port_file), "listening")
         target = f"127.0.0.1:{port}"
         if health:
-            with Client(target) as client:
-                client.wait_until_serving(timeout=ready_timeout)
+            with Client(target, retries=0, timeout=2.0) as client:
+                _wait(process, deadline, tail, lambda: _serving(client), "SERVING")
         else:
             with grpc.insecure_channel(target) as channel:
-                grpc.channel_ready_future(channel).result(timeout=ready_timeout)
+                ready = grpc.channel_ready_future(channel)
+                _wait(process, deadline, tail, lambda: ready.done() or None, "connectable")
         yield Child(target, process)
     finally:
         if process.poll() is None:
@@ -76,12 +89,48 @@ def child_server(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        if drain is not None:
-            drain.join(timeout=10)
-        elif log:
-            log.close()
-        if process.stderr is not None:
-            process.stderr.close()
+        drain.join(timeout=10)
+        process.stderr.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wait(
+    process: subprocess.Popen[str],
+    deadline: float,
+    tail: deque[str],
+    probe: Callable[[], T | None],
+    what: str,
+) -> T:
+    """Polls `probe` until it gives a value; fails when the child exits or time is up."""
+    name = shlex.join(process.args[1:4] if isinstance(process.args, list) else [])
+    while True:
+        if (value := probe()) is not None:
+            return value
+        if process.poll() is not None:
+            raise ChildFailed(
+                f"{name} exited with code {process.returncode} before it was {what}; "
+                f"its last stderr lines:\n{_quote(tail)}"
+            )
+        if time.monotonic() > deadline:
+            raise ChildFailed(
+                f"{name} was not {what} in time; its last stderr lines:\n{_quote(tail)}"
+            )
+        # Waiting on the process is the tick: it returns early when the child dies.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=0.05)
+
+
+def _serving(client: Client) -> bool | None:
+    try:
+        return True if client.health() == "SERVING" else None
+    except grpc.RpcError:
+        return None  # not answering yet
+
+
+def _quote(tail: deque[str]) -> str:
+    # The drain thread may still be appending: copy before reading.
+    lines = list(tail)
+    return "".join(f"  | {line}" for line in lines).rstrip() or "  | (nothing)"
 
 
 def server_command(model_dir: str | Path, extra_args: Sequence[str] = ()) -> list[str]:
@@ -118,9 +167,11 @@ def bare_server(log_path: Path | None = None) -> AbstractContextManager[Child]:
     return child_server(command, log_path=log_path, health=False)
 
 
-def _drain(stream: IO[str], log: IO[str] | None) -> None:
+def _drain(stream: IO[str], log: IO[str] | None, tail: deque[str]) -> None:
     for line in stream:
+        tail.append(line)
         if log:
             log.write(line)
+            log.flush()
     if log:
         log.close()

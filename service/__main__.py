@@ -6,13 +6,13 @@ Flags and VGGSERVE_* environment variables: `python -m service --help`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
 
 # Only what parsing the command line needs: a bad flag or --help must answer
 # at once, not after the seconds TensorFlow takes to import.
+from service.portfile import write_port_file
 from service.settings import Settings
 
 log = logging.getLogger("service")
@@ -39,6 +39,8 @@ async def serve(settings: Settings) -> int:
         log.error("cannot start: %s", exc)
         return 2
     log.info("listening on %s:%d; loading the model", settings.host, port)
+    if settings.port_file:
+        write_port_file(settings.port_file, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -53,19 +55,10 @@ async def serve(settings: Settings) -> int:
         await server.stop(0)
         return 1 if isinstance(failure, ModelLoadError) else 2
     await stop.wait()
-    # Load balancers need a moment to see NOT_SERVING; meanwhile keep answering.
-    # A second signal skips the wait.
+    # A second signal skips the grace (Server.stop holds the drain's order).
     stop.clear()
-    await server.set_not_serving()
-    log.info("stopping: NOT_SERVING now, refusing new calls in %.1f s", settings.drain_grace_s)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), settings.drain_grace_s)
-    log.info(
-        "refusing new calls; answering the ones in flight (at most %.0f s)",
-        settings.drain_timeout_s,
-    )
     loading.cancel()
-    await server.stop(settings.drain_timeout_s)
+    await server.stop(settings.drain_timeout_s, settings.drain_grace_s, skip_grace=stop)
     log.info("stopped")
     return 0
 

@@ -7,10 +7,14 @@ Streams images through ClassifyStream with a bounded window of images in
 flight, so memory stays flat however large the folder. Rows are appended and
 flushed as answers arrive; re-running with the same --out skips the images
 already written (a kill loses at most the window in flight). A file that
-cannot be read or classified becomes an error row and the run goes on; the
-exit status is 1 when any image failed. When the server goes away mid-run
-(UNAVAILABLE), the tool reconnects with exponential backoff and resends only
-the images not yet written. --local runs the SavedModel in this process with
+cannot be read or is refused by the server (a bad image) becomes an error row
+and the run goes on. Answers that say "not now" (UNAVAILABLE, RESOURCE_EXHAUSTED,
+DEADLINE_EXCEEDED: a server restarting, draining or shedding load) never
+become rows: those images are resent after a backoff, and a rerun retries
+such rows written by older versions of this tool. Exit status: 0 when every
+image has an ok row, 1 when this run wrote an error row, 2 when some image
+has no answer (the server could not be reached, or --max-retries consecutive
+attempts made no progress). --local runs the SavedModel in this process with
 the server's own batching, no server needed.
 """
 
@@ -22,6 +26,7 @@ import csv
 import io
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -43,6 +48,19 @@ from service.client import (
 )
 
 FIELDS = ("path", "status", "label", "probability", "top_k", "model", "version", "error")
+
+# Answers that say "not now" rather than "this image is bad": never final.
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    }
+)
+# Room for the request's own fields around the image bytes.
+MESSAGE_OVERHEAD = 1024
+# A whole stream may also end CANCELLED when a draining server runs out of time.
+RECONNECT = RETRYABLE | {grpc.StatusCode.CANCELLED}
 
 log = logging.getLogger("service.batch")
 
@@ -76,6 +94,21 @@ class Row:
         return cls(path, "error", error=message)
 
 
+def key(path: Path | str) -> str:
+    """The name a row is kept under: absolute and normalised, so that `photos/a.png`
+    and `/home/me/photos/a.png` are one image. Symlinks are not followed: two
+    names for one file are two rows, as the user listed two files."""
+    return os.path.abspath(path)
+
+
+def is_retryable(row: dict[str, object]) -> bool:
+    """An error row that a retry may turn into an answer (older tools wrote them)."""
+    error = str(row.get("error") or "")
+    return row.get("status") == "error" and error.split(":", 1)[0] in {
+        code.name for code in RETRYABLE
+    }
+
+
 def find_images(inputs: Iterable[str]) -> Iterator[Path]:
     """Files as given, and image files under folders (recursively, sorted)."""
     for name in inputs:
@@ -106,17 +139,40 @@ class Output:
             self._file.flush()
 
     def _recover(self) -> set[str]:
-        """Paths already written; drops a last line cut short by a kill."""
+        """Paths already answered. Drops a last line cut short by a kill, and rows
+        whose error was only "not now" (so they are retried), rewriting the file
+        atomically when either is found."""
         if not self.path.exists():
             return set()
         data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
+        cut = bool(data) and not data.endswith(b"\n")
+        if cut:
             data = data[: data.rfind(b"\n") + 1]
-            self.path.write_bytes(data)
         text = data.decode("utf-8")
         if self.jsonl:
-            return {json.loads(line)["path"] for line in text.splitlines() if line.strip()}
-        return {row["path"] for row in csv.DictReader(io.StringIO(text))}
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            rows = list(csv.DictReader(io.StringIO(text)))
+        kept = [row for row in rows if not is_retryable(row)]
+        if cut or len(kept) < len(rows):
+            self._rewrite(kept)
+        return {key(row["path"]) for row in kept}
+
+    def _rewrite(self, rows: list[dict[str, object]]) -> None:
+        # Temp file + rename: a kill during the rewrite leaves the old file whole.
+        temp = self.path.with_name(f".{self.path.name}.tmp")
+        with temp.open("w", newline="", encoding="utf-8") as handle:
+            if self.jsonl:
+                handle.writelines(json.dumps(row) + "\n" for row in rows)
+            else:
+                writer = csv.DictWriter(handle, FIELDS, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(rows)
+        os.replace(temp, self.path)
+
+    def count(self) -> int:
+        with self._lock:
+            return self.written["ok"] + self.written["error"]
 
     def write(self, row: Row) -> None:
         values = {name: getattr(row, name) for name in FIELDS}
@@ -142,63 +198,108 @@ def _read(path: Path) -> bytes | str:
         return f"cannot read file: {exc.strerror or exc}"
 
 
-def run_remote(args: argparse.Namespace, todo: list[Path], output: Output, progress: tqdm) -> None:
-    """Streams `todo` to the server; reconnects on UNAVAILABLE without losing rows."""
-    attempt = 0
-    with client_from_args(args, retries=0) as client:
+def run_remote(args: argparse.Namespace, todo: list[Path], output: Output, progress: tqdm) -> int:
+    """Streams `todo` to the server until every image has a row; returns how many
+    have none when --max-retries consecutive attempts made no progress.
+
+    An attempt is one stream over the images without a row. It ends early when
+    the server goes away (a restart or drain), and images answered "not now"
+    get no row; both are resent after a backoff. The budget counts attempts
+    in a row that wrote nothing, so a long job survives any number of restarts
+    as long as each one lets it move on.
+    """
+    failures = 0
+    window = args.window
+    with client_from_args(args, retries=0, max_message_bytes=args.max_message_bytes) as client:
         while True:
-            remaining = [p for p in todo if str(p) not in output.done]
+            remaining = [p for p in todo if key(p) not in output.done]
             if not remaining:
-                return
+                return 0
+            before = output.count()
             try:
-                _stream(client, remaining, output, progress, args.window, args.top_k)
-                return
-            except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt >= args.max_retries:
-                    raise
-                delay = min(args.backoff * 2**attempt, 30.0)
-                attempt += 1
-                log.warning(
-                    "server unavailable (%s); reconnecting in %.1f s (%d/%d)",
-                    exc.details(),
-                    delay,
-                    attempt,
-                    args.max_retries,
+                refused = _stream(
+                    client, remaining, output, progress, window, args.top_k, args.max_message_bytes
                 )
-                time.sleep(delay)  # backoff before reconnecting
+                problem = ", ".join(f"{n} answered {code.name}" for code, n in refused.items())
+            except grpc.RpcError as exc:
+                if exc.code() not in RECONNECT:
+                    raise
+                refused = {}
+                problem = f"{exc.code().name}: {exc.details()}"
+            left = sum(key(p) not in output.done for p in todo)
+            if not left:
+                return 0
+            failures = 0 if output.count() > before else failures + 1
+            if failures > args.max_retries:
+                log.error(
+                    "%d image(s) have no answer after %d attempts in a row without progress "
+                    "(last: %s); rerun the same command to retry them",
+                    left,
+                    failures,
+                    problem,
+                )
+                return left
+            if grpc.StatusCode.RESOURCE_EXHAUSTED in refused and window > 1:
+                window = max(1, window // 2)  # the server sheds load: send less at once
+            delay = min(args.backoff * 2 ** max(failures - 1, 0), 30.0)
+            log.warning(
+                "%d image(s) left (%s); retrying in %.1f s (%d/%d attempts without progress)",
+                left,
+                problem,
+                delay,
+                failures,
+                args.max_retries,
+            )
+            time.sleep(delay)  # backoff before resending
 
 
 def _stream(
-    client: Client, paths: list[Path], output: Output, progress: tqdm, window_size: int, top_k: int
-) -> None:
+    client: Client,
+    paths: list[Path],
+    output: Output,
+    progress: tqdm,
+    window_size: int,
+    top_k: int,
+    max_message_bytes: int,
+) -> dict[grpc.StatusCode, int]:
+    """One stream over `paths`; returns how many images were answered "not now"."""
     window = threading.Semaphore(window_size)
     finished = threading.Event()
     order: list[str] = []  # classify_many numbers images in the order they are sent
+    refused: dict[grpc.StatusCode, int] = {}
 
     def images() -> Iterator[bytes]:
         for path in paths:
             data = _read(path)
-            if isinstance(data, str):  # unreadable: an error row, nothing to send
-                output.write(Row.of(str(path), data))
+            if not isinstance(data, str) and len(data) + MESSAGE_OVERHEAD > max_message_bytes:
+                # Sent, it would break the whole stream (RESOURCE_EXHAUSTED) every time.
+                data = f"file is {len(data)} bytes: over --max-message-bytes {max_message_bytes}"
+            if isinstance(data, str):  # unreadable or too large: an error row, nothing to send
+                output.write(Row.of(key(path), data))
                 progress.update()
                 continue
             while not window.acquire(timeout=0.5):  # at most window_size in flight
                 if finished.is_set():
                     return
-            order.append(str(path))
+            order.append(key(path))
             yield data
 
     try:
         for index, outcome in client.classify_many(images(), top_k=top_k):
-            output.write(Row.of(order[index], outcome))
             window.release()
+            if isinstance(outcome, ImageError) and outcome.code in RETRYABLE:
+                refused[outcome.code] = refused.get(outcome.code, 0) + 1
+                continue  # no row: resent by the next attempt
+            output.write(Row.of(order[index], outcome))
             progress.update()
     finally:
         finished.set()  # lets the request thread stop if the call broke
+    return refused
 
 
-def run_local(args: argparse.Namespace, todo: list[Path], output: Output, progress: tqdm) -> None:
+def run_local(args: argparse.Namespace, todo: list[Path], output: Output, progress: tqdm) -> int:
     asyncio.run(_local(args, todo, output, progress))
+    return 0
 
 
 async def _local(
@@ -236,7 +337,7 @@ async def _local(
                     )
                 except ServiceError as exc:
                     outcome = ImageError(grpc.StatusCode[exc.code], exc.message)
-            output.write(Row.of(str(path), outcome))
+            output.write(Row.of(key(path), outcome))
             progress.update()
         finally:
             window.release()
@@ -270,12 +371,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32, help="--local: images per model call")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds for one-shot calls")
     p.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=16 * 1024 * 1024,
+        help="the server's --max-message-bytes (default: 16 MiB, its default); a larger "
+        "file is an error row instead of a stream the server breaks off",
+    )
+    p.add_argument(
         "--max-retries",
         type=int,
         default=8,
-        help="reconnect attempts after UNAVAILABLE (default: 8)",
+        help="attempts in a row that may make no progress (server down, restarting or "
+        "shedding load) before giving up (default: 8)",
     )
-    p.add_argument("--backoff", type=float, default=0.5, help="first reconnect delay, doubling")
+    p.add_argument(
+        "--backoff", type=float, default=0.5, help="first retry delay in s, doubling (max 30)"
+    )
     add_connection_flags(p)
     return p.parse_args(argv)
 
@@ -285,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     output = Output(Path(args.out))
     found = list(find_images(args.inputs))
-    todo = [p for p in found if str(p) not in output.done]
+    todo = [p for p in found if key(p) not in output.done]
     skipped = len(found) - len(todo)
     if skipped:
         print(
@@ -294,9 +405,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     progress = tqdm(total=len(todo), unit="img", desc="classifying", smoothing=0.1)
     try:
-        (run_local if args.local else run_remote)(args, todo, output, progress)
+        unanswered = (run_local if args.local else run_remote)(args, todo, output, progress)
     except grpc.RpcError as exc:
         print(f"error: {args.target}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as exc:  # token or TLS files, a token without TLS
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
         progress.close()
@@ -304,11 +418,14 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - started
     ok, failed = output.written["ok"], output.written["error"]
     print(
-        f"done: {ok} classified, {failed} failed, {skipped} already done; "
+        f"done: {ok} classified, {failed} failed, {skipped} already done, "
+        f"{unanswered} without an answer; "
         f"{seconds:.1f} s, {(ok + failed) / seconds if seconds else 0:.1f} images/s; "
         f"rows in {args.out}",
         file=sys.stderr,
     )
+    if unanswered:
+        return 2
     return 1 if failed else 0
 
 

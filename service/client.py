@@ -7,6 +7,10 @@
 Images may be file paths, encoded bytes, or uint8 numpy arrays (h, w) or
 (h, w, channels). UNAVAILABLE answers (a server still loading, restarting or
 draining) are retried with exponential backoff by gRPC's own retry policy.
+A bearer token is sent only over TLS unless the caller opts in
+(`allow_insecure_token=True`, `--insecure-token`), as gRPC's own call
+credentials do. The command line splits many files into requests that stay
+under the message limit.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from protos.vggserve.v1 import classifier_pb2 as pb
 from protos.vggserve.v1 import classifier_pb2_grpc as pb_grpc
 from service import cli
+from service.security import parse_tokens
 
 SERVICE = "vggserve.v1.ImageClassifier"
 ImageLike = str | Path | bytes | np.ndarray
@@ -109,6 +114,11 @@ class Client:
         token: bearer token, sent as `authorization` metadata on every call.
         ca_file: PEM CA that signed the server's certificate; turns TLS on.
         cert_file, key_file: client certificate and key, for mutual TLS.
+        allow_insecure_token: send `token` over a plaintext channel too. Off by
+            default: anyone on the path could read the token and replay it.
+
+    Raises:
+        ValueError: a token without TLS, unless allow_insecure_token.
     """
 
     def __init__(
@@ -121,7 +131,15 @@ class Client:
         ca_file: str | Path | None = None,
         cert_file: str | Path | None = None,
         key_file: str | Path | None = None,
+        allow_insecure_token: bool = False,
     ) -> None:
+        tls = bool(ca_file or cert_file)
+        if token and not tls and not allow_insecure_token:
+            raise ValueError(
+                f"refusing to send a bearer token in plaintext to {target}: anyone on the "
+                "path could read and replay it; use TLS (ca_file, --ca), or opt in with "
+                "allow_insecure_token=True (--insecure-token)"
+            )
         self.target = target
         self.timeout = timeout
         options = [
@@ -130,7 +148,7 @@ class Client:
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
         ]
-        if ca_file or cert_file:
+        if tls:
             credentials = grpc.ssl_channel_credentials(
                 root_certificates=Path(ca_file).read_bytes() if ca_file else None,
                 private_key=Path(key_file).read_bytes() if key_file else None,
@@ -267,6 +285,33 @@ def _outcome(result: pb.ImageResult) -> Classification | ImageError:
     return Classification.from_proto(result.response)
 
 
+# Protobuf framing around each image in a ClassifyBatchRequest (field tags and
+# length prefixes: at most about 16 bytes), with room to spare.
+IMAGE_OVERHEAD = 64
+REQUEST_OVERHEAD = 1024
+
+
+def request_groups(sizes: list[int], max_bytes: int, max_images: int) -> list[list[int]]:
+    """Splits images (by encoded size) into requests of at most `max_images` that
+    stay under `max_bytes`, in order. Returns lists of indexes into `sizes`; an
+    image too large for any request is left out (the caller reports it)."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    used = REQUEST_OVERHEAD
+    for index, size in enumerate(sizes):
+        cost = size + IMAGE_OVERHEAD
+        if REQUEST_OVERHEAD + cost > max_bytes:
+            continue
+        if current and (used + cost > max_bytes or len(current) >= max_images):
+            groups.append(current)
+            current, used = [], REQUEST_OVERHEAD
+        current.append(index)
+        used += cost
+    if current:
+        groups.append(current)
+    return groups
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = cli.ArgumentParser(
         prog="python -m service.client", description="Classify image files with a vggserve server."
@@ -280,6 +325,16 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout", type=cli.at_least(0.001, float), default=30.0, help="seconds per call"
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    parser.add_argument(
+        "--max-message-bytes",
+        type=int,
+        default=16 * 1024 * 1024,
+        help="largest request sent; set it to the server's --max-message-bytes "
+        "(default: 16 MiB, the server's default). Files are split into requests under it",
+    )
+    parser.add_argument(
+        "--max-images", type=int, default=64, help="most images per request (default: 64)"
+    )
     add_connection_flags(parser)
     args = parser.parse_args(argv)
     failed = 0
@@ -290,15 +345,35 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             failed += 1
             _print_error(name, f"cannot read file: {exc.strerror or exc}", args.json)
-    if not readable:
+    groups = request_groups(
+        [len(data) for _, data in readable], args.max_message_bytes, max(args.max_images, 1)
+    )
+    grouped = {index for group in groups for index in group}
+    for index, (name, data) in enumerate(readable):
+        if index not in grouped:
+            failed += 1
+            _print_error(
+                name,
+                f"file is {len(data)} bytes: too large for one request under "
+                f"--max-message-bytes {args.max_message_bytes}",
+                args.json,
+            )
+    if not groups:
         return 1
-    with client_from_args(args) as client:
-        try:
-            outcomes = client.classify_batch([data for _, data in readable], top_k=args.top_k)
-        except grpc.RpcError as exc:
-            print(f"error: {args.target}: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            return 2
-    for (name, _), outcome in zip(readable, outcomes, strict=True):
+    outcomes: dict[int, Classification | ImageError] = {}
+    try:
+        with client_from_args(args, max_message_bytes=args.max_message_bytes) as client:
+            for group in groups:
+                answers = client.classify_batch([readable[i][1] for i in group], top_k=args.top_k)
+                outcomes.update(zip(group, answers, strict=True))
+    except grpc.RpcError as exc:
+        print(f"error: {args.target}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as exc:  # token or TLS files, a token without TLS
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for index in sorted(outcomes):
+        name, outcome = readable[index][0], outcomes[index]
         if isinstance(outcome, ImageError):
             failed += 1
             _print_error(name, f"{outcome.code.name}: {outcome.message}", args.json)
@@ -312,17 +387,35 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def add_connection_flags(parser: argparse.ArgumentParser) -> None:
-    """--token-file, --ca, --cert, --key (shared by the command-line tools)."""
-    parser.add_argument("--token-file", help="file holding the bearer token (first line)")
+    """--token-file, --insecure-token, --ca, --cert, --key (shared by the tools)."""
+    parser.add_argument(
+        "--token-file",
+        help="file holding the bearer token (the server's format: the first line that is "
+        "not blank or a # comment)",
+    )
+    parser.add_argument(
+        "--insecure-token",
+        action="store_true",
+        help="send the token even without TLS (anyone on the path can read it)",
+    )
     parser.add_argument("--ca", help="PEM CA of the server's certificate (turns TLS on)")
     parser.add_argument("--cert", help="PEM client certificate, for mutual TLS")
     parser.add_argument("--key", help="PEM key of --cert")
 
 
 def client_from_args(args: argparse.Namespace, **kwargs: Any) -> Client:
+    """A Client from the connection flags.
+
+    Raises:
+        ValueError: the token file holds no token, or a token without TLS.
+        OSError: a file named by a flag cannot be read.
+    """
     token = None
     if args.token_file:
-        token = Path(args.token_file).read_text(encoding="utf-8").splitlines()[0].strip()
+        tokens = parse_tokens(Path(args.token_file).read_text(encoding="utf-8"))
+        if not tokens:
+            raise ValueError(f"--token-file {args.token_file} holds no token")
+        token = tokens[0]
     return Client(
         args.target,
         timeout=args.timeout,
@@ -330,6 +423,7 @@ def client_from_args(args: argparse.Namespace, **kwargs: Any) -> Client:
         ca_file=args.ca,
         cert_file=args.cert,
         key_file=args.key,
+        allow_insecure_token=args.insecure_token,
         **kwargs,
     )
 

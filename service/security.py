@@ -41,12 +41,21 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
+def parse_tokens(text: str) -> list[str]:
+    """The tokens of a token file: one per line; blank lines and `#` comments skipped.
+
+    The one reader of token files, for the server (--auth-token-file) and the
+    clients (--token-file), so that a file one accepts the other reads alike.
+    """
+    stripped = (line.strip() for line in text.splitlines())
+    return [line for line in stripped if line and not line.startswith("#")]
+
+
 def load_tokens(settings: Settings) -> list[bytes]:
     """The accepted tokens: --auth-token, plus one per line of --auth-token-file."""
     tokens = [settings.auth_token] if settings.auth_token else []
     if settings.auth_token_file:
-        lines = Path(settings.auth_token_file).read_text(encoding="utf-8").splitlines()
-        tokens += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+        tokens += parse_tokens(Path(settings.auth_token_file).read_text(encoding="utf-8"))
     return [t.encode() for t in tokens]
 
 

@@ -2,13 +2,15 @@
 
 Start-up order: bind the port and report NOT_SERVING; load and warm up the
 model off the event loop; then report SERVING. Requests that arrive before
-that are answered UNAVAILABLE. `stop` turns health NOT_SERVING, refuses new
-requests, finishes the accepted ones and closes.
+that are answered UNAVAILABLE. `stop` is the one drain: health NOT_SERVING,
+a grace, then gRPC refuses new calls and finishes the accepted ones, and only
+then the model batchers close.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -61,15 +63,13 @@ class Server:
             interceptors=[TokenAuth(tokens)] if tokens else None,
         )
         limits = Limits(max_bytes=settings.max_message_bytes, max_pixels=settings.max_image_pixels)
-        classifier_pb2_grpc.add_ImageClassifierServicer_to_server(
-            ImageClassifierServicer(
-                self.repository,
-                self.metrics,
-                limits,
-                stream_window=max(2 * settings.max_batch_size, 8),
-            ),
-            self._grpc,
+        self._servicer = ImageClassifierServicer(
+            self.repository,
+            self.metrics,
+            limits,
+            stream_window=max(2 * settings.max_batch_size, 8),
         )
+        classifier_pb2_grpc.add_ImageClassifierServicer_to_server(self._servicer, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         reflection.enable_server_reflection(
             [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self._grpc
@@ -125,14 +125,33 @@ class Server:
         for service in ("", SERVICE_NAME):
             await self.health.set(service, NOT_SERVING)
 
-    async def stop(self, timeout_s: float = 30.0) -> None:
-        """NOT_SERVING; new requests get UNAVAILABLE; accepted ones are answered; close.
+    async def stop(
+        self,
+        timeout_s: float = 30.0,
+        grace_s: float = 0.0,
+        skip_grace: asyncio.Event | None = None,
+    ) -> None:
+        """Drains and closes, in the one order that loses no accepted call.
 
-        `timeout_s` bounds the wait for calls in flight; later ones are cancelled.
+        1. Health NOT_SERVING, while still answering for `grace_s` seconds, so
+           load balancers move new calls elsewhere (`skip_grace` set: at once).
+        2. gRPC stops taking new calls and waits up to `timeout_s` for the ones
+           it accepted; open streams keep being answered meanwhile. Calls
+           still running after `timeout_s` are cancelled (the client sees
+           CANCELLED or UNAVAILABLE, never a half-written answer).
+        3. Only then the batchers close: closing them first would answer every
+           image still arriving on an open stream with UNAVAILABLE.
         """
         await self.set_not_serving()
+        if grace_s > 0:
+            log.info("stopping: NOT_SERVING now, refusing new calls in %.1f s", grace_s)
+            waiter = skip_grace or asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.wait(), grace_s)
+        log.info("refusing new calls; answering the ones in flight (at most %.0f s)", timeout_s)
         if self._watch is not None:
             self._watch.cancel()
-        await self.repository.close()
+        self._servicer.drain()
         await self._grpc.stop(timeout_s)
+        await self.repository.close()
         self.metrics.stop()

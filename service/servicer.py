@@ -11,7 +11,7 @@ import grpc
 from protos.vggserve.v1 import classifier_pb2 as pb
 from protos.vggserve.v1 import classifier_pb2_grpc as pb_grpc
 from service import converters
-from service.errors import ServiceError
+from service.errors import ServiceError, Unavailable
 from service.grpc_status import answer
 from service.images import Limits
 from service.metrics import Metrics
@@ -31,6 +31,17 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
         self.metrics = metrics
         self.limits = limits
         self.stream_window = stream_window
+        self._draining = False
+        self._intakes: set[asyncio.Task[None]] = set()  # streams still taking images
+
+    def drain(self) -> None:
+        """Open streams take no new image, answer the ones they took, and end
+        UNAVAILABLE, so that clients resend the rest elsewhere instead of
+        holding the drain open until its timeout. Called by Server.stop before
+        gRPC stops; new streams are refused by gRPC from then on."""
+        self._draining = True
+        for intake in self._intakes:
+            intake.cancel()  # only the intake: images already taken are answered
 
     async def _classify(
         self, message: pb.Image, top_k: int, with_probs: bool, version: int, deadline: float | None
@@ -107,17 +118,40 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
                 window.release()
 
         async def read() -> None:
-            tasks: set[asyncio.Task[None]] = set()
             try:
-                async for request in request_iterator:
-                    await window.acquire()
-                    task = asyncio.create_task(one(request))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                if tasks:
-                    await asyncio.gather(*tasks)
+                if await take():
+                    return
+                raise Unavailable(
+                    "the server is shutting down; resend the images not answered "
+                    "on another connection"
+                )
             finally:
                 await outbox.put(None)
+
+        async def take() -> bool:
+            """Takes the stream's images; answers them all. False: cut by drain()."""
+            tasks: set[asyncio.Task[None]] = set()
+            intake = asyncio.current_task()
+            assert intake is not None
+            whole = not self._draining
+            if whole:
+                self._intakes.add(intake)
+                try:
+                    async for request in request_iterator:
+                        await window.acquire()
+                        task = asyncio.create_task(one(request))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                except asyncio.CancelledError:
+                    if not self._draining:
+                        raise  # the call itself was cancelled
+                    intake.uncancel()  # drain() stopped the intake: answer what was taken
+                    whole = False
+                finally:
+                    self._intakes.discard(intake)
+            if tasks:
+                await asyncio.gather(*tasks)
+            return whole
 
         async with answer("ClassifyStream", context, self.metrics):
             reader = asyncio.create_task(read())

@@ -116,6 +116,11 @@ class Settings:
     )
     auth_token_file: str = _opt("", "file of accepted bearer tokens, one per line", file=True)
     log_level: str = _opt("INFO", "DEBUG, INFO, WARNING or ERROR (any case)")
+    port_file: str = _opt(
+        "",
+        "once listening, write the gRPC port to this file (atomically: temp + rename), "
+        "for tools that start the server on port 0",
+    )
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -201,7 +201,7 @@ def token_server(
 
 def test_tokens_from_the_file_are_accepted(token_server: RunningServer) -> None:
     for token in ("alpha-token", "beta-token"):
-        with token_server.client(token=token) as client:
+        with token_server.client(token=token, allow_insecure_token=True) as client:
             assert client.classify(IMAGE).classes
             assert next(iter(client.classify_many([IMAGE])))[1].classes  # type: ignore[union-attr]
 
@@ -212,7 +212,7 @@ def test_tokens_from_the_file_are_accepted(token_server: RunningServer) -> None:
 def test_missing_or_wrong_token_is_unauthenticated(
     token_server: RunningServer, token: str | None, message: str
 ) -> None:
-    with token_server.client(token=token, retries=0) as client:
+    with token_server.client(token=token, retries=0, allow_insecure_token=True) as client:
         with pytest.raises(grpc.RpcError) as info:
             client.classify(IMAGE)
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
