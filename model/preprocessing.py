@@ -31,6 +31,10 @@ class PreprocessConfig:
     input_range: tuple[float, float] = (0.0, 255.0)
     # The model's first layer maps input_range to this range.
     model_range: tuple[float, float] = (0.0, 1.0)
+    # Largest width x height `decode` accepts (the server's default limit): a
+    # file that claims or decodes to more fails with InvalidArgument. Exports
+    # written before this field load with the default.
+    max_pixels: int = 36_000_000
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -45,15 +49,65 @@ class PreprocessConfig:
         return cls(**values)
 
 
-def decode(encoded: tf.Tensor) -> tf.Tensor:
+def decode(encoded: tf.Tensor, max_pixels: int | None = None) -> tf.Tensor:
     """Decodes one JPEG/PNG/BMP/GIF to uint8 [height, width, 3].
 
     Greyscale is replicated to three channels, an alpha channel is dropped and
     palette images are expanded, so every input is RGB.
+
+    With `max_pixels`, an image larger than that fails with InvalidArgument
+    naming its size: JPEG and PNG before decoding (from the header the decoder
+    itself reads), BMP and GIF after. The server checks headers before a
+    request is batched; this is the second line, for what that check missed.
     """
+    if max_pixels is not None:
+        height, width = _stated_size(encoded)
+        with tf.control_dependencies([_within(height, width, max_pixels)]):
+            encoded = tf.identity(encoded)
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    if max_pixels is not None:
+        shape = tf.shape(image, out_type=tf.int64)
+        with tf.control_dependencies([_within(shape[0], shape[1], max_pixels)]):
+            image = tf.identity(image)
     image.set_shape([None, None, 3])
     return image
+
+
+def _stated_size(encoded: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(height, width) as int64 from a JPEG's frame or a PNG's IHDR; (0, 0) otherwise."""
+
+    def jpeg() -> tf.Tensor:
+        return tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int64)
+
+    def png() -> tf.Tensor:
+        raw = tf.cast(tf.io.decode_raw(tf.strings.substr(encoded, 16, 8), tf.uint8), tf.int64)
+        big_endian = tf.constant([1 << 24, 1 << 16, 1 << 8, 1], tf.int64)
+        width = tf.reduce_sum(raw[:4] * big_endian)
+        height = tf.reduce_sum(raw[4:] * big_endian)
+        return tf.stack([height, width])
+
+    is_png = tf.logical_and(
+        tf.equal(tf.strings.substr(encoded, 0, 8), b"\x89PNG\r\n\x1a\n"),
+        tf.strings.length(encoded) >= 24,
+    )
+    size = tf.case(
+        [(tf.io.is_jpeg(encoded), jpeg), (is_png, png)],
+        default=lambda: tf.zeros([2], tf.int64),
+    )
+    return size[0], size[1]
+
+
+def _within(height: tf.Tensor, width: tf.Tensor, max_pixels: int) -> tf.Operation:
+    pixels = height * width
+    return tf.debugging.Assert(
+        pixels <= max_pixels,
+        [
+            tf.strings.format(
+                "image is {}x{} = {} pixels; the limit is {}",
+                (width, height, pixels, tf.constant(max_pixels, tf.int64)),
+            )
+        ],
+    )
 
 
 def resize(images: tf.Tensor, config: PreprocessConfig) -> tf.Tensor:
@@ -77,7 +131,7 @@ def resize(images: tf.Tensor, config: PreprocessConfig) -> tf.Tensor:
 
 def preprocess_encoded(encoded: tf.Tensor, config: PreprocessConfig) -> tf.Tensor:
     """One encoded image (scalar tf.string) to float32 [height, width, 3]."""
-    image = resize(decode(encoded), config)
+    image = resize(decode(encoded, config.max_pixels), config)
     image.set_shape([config.height, config.width, 3])
     return image
 
