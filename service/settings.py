@@ -42,8 +42,17 @@ class Settings:
     inter_op_threads: int = _opt(0, "TensorFlow ops run at once (0: TensorFlow's default)")
     max_message_bytes: int = _opt(16 * 1024 * 1024, "largest gRPC message, both ways")
     max_image_pixels: int = _opt(36_000_000, "largest width x height accepted (before decoding)")
-    max_concurrent_rpcs: int = _opt(1000, "RPCs handled at once; more wait at the transport")
-    max_concurrent_streams: int = _opt(100, "HTTP/2 streams per client connection")
+    max_concurrent_rpcs: int = _opt(
+        1000,
+        "RPCs handled at once, open streams included, health checks not; "
+        "beyond: RESOURCE_EXHAUSTED",
+    )
+    max_concurrent_streams: int = _opt(100, "HTTP/2 streams (calls) at once per client connection")
+    stream_idle_timeout_s: float = _opt(
+        60.0,
+        "a ClassifyStream with nothing in flight that sends no image for this long is "
+        "ended with DEADLINE_EXCEEDED, freeing its slot (0: never)",
+    )
     poll_interval_s: float = _opt(
         2.0, "seconds between checks of the model folder for new or removed versions (0: off)"
     )
@@ -98,6 +107,16 @@ class Settings:
                 values[f.name] = _from_env(env[var], _type_of(f.default, f.name), var, parser)
         if "model_dir" not in values:
             parser.error(f"--model-dir (or {ENV_PREFIX}MODEL_DIR) is required")
+        for name in ("auth_token", "auth_token_file"):
+            # Given but blank (often an unset variable in a compose file): refusing
+            # is safer than running without authentication.
+            if name in values and not values[name].strip():
+                flag = "--" + name.replace("_", "-")
+                parser.exit(
+                    2,
+                    f"{parser.prog}: error: {flag} (or {ENV_PREFIX}{name.upper()}) is given "
+                    "but empty; give a token (file), or leave it unset to run without tokens\n",
+                )
         return cls(**values)
 
 
