@@ -82,3 +82,13 @@ def test_decode_errors_keep_tensorflows_reason(
         assert reason in message
         assert "Op:__inference" not in message and "]]" not in message and "{{" not in message
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_batch_of_only_bad_images_costs_one_model_call(batching_server: RunningServer) -> None:
+    with batching_server.client(retries=0, timeout=30) as client:
+        before = model_calls(batching_server)
+        results = client.classify_batch([truncated("JPEG"), truncated("PNG"), truncated("JPEG")])
+        assert model_calls(batching_server) - before == 1
+    assert [type(r) for r in results] == [ImageError] * 3
+    assert "Invalid JPEG data" in results[0].message  # type: ignore[union-attr]
+    assert "Invalid PNG data" in results[1].message  # type: ignore[union-attr]
