@@ -6,9 +6,10 @@ probability vector (or one error) per image. Encoded images go through the
 raw pixels go through `serving_pixels`, one call per image size.
 
 A bad image fails alone and costs its batch-mates one extra model call: when
-the batched call fails, each image is decoded on its own (the same
-`model.preprocessing.decode`, in a graph, without the model) to find which
-fail and why, and the model runs once more on the others. Halving the batch
+the batched call fails, the batch is decoded once more without the model (the
+same `model.preprocessing.decode`, in one graph call) to find which images
+fail, each of those alone for TensorFlow's reason, and the model runs once
+more on the others. Halving the batch
 instead cost log2(batch) x 2 model calls per bad image (11 for 32 images).
 """
 
