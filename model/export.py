@@ -54,6 +54,9 @@ def export_model(
     root.mkdir(parents=True, exist_ok=True)
     # The dot keeps it out of list_versions; same filesystem, so rename is atomic.
     staging = Path(tempfile.mkdtemp(prefix=".export-", dir=root))
+    # mkdtemp makes the folder 0700; a version must be readable like any folder
+    # (the server may run as another user), so give it the umask's usual mode.
+    os.chmod(staging, 0o777 & ~_umask())
     try:
         _write_savedmodel(model, preprocess, staging)
         (staging / layout.LABELS).write_text("\n".join(class_names) + "\n", encoding="utf-8")
@@ -64,6 +67,12 @@ def export_model(
         return _rename_into_place(staging, root, version)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _umask() -> int:
+    current = os.umask(0)  # the only way to read it is to set it
+    os.umask(current)
+    return current
 
 
 def _write_savedmodel(model: keras.Model, preprocess: PreprocessConfig, path: Path) -> None:

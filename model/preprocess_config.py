@@ -28,6 +28,10 @@ class PreprocessConfig:
     input_range: tuple[float, float] = (0.0, 255.0)
     # The model's first layer maps input_range to this range.
     model_range: tuple[float, float] = (0.0, 1.0)
+    # Largest width x height `decode` accepts (the server's default limit): a
+    # file that claims or decodes to more fails with InvalidArgument. Exports
+    # written before this field load with the default.
+    max_pixels: int = 36_000_000
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

@@ -14,15 +14,65 @@ import tensorflow as tf
 from model.preprocess_config import PreprocessConfig
 
 
-def decode(encoded: tf.Tensor) -> tf.Tensor:
+def decode(encoded: tf.Tensor, max_pixels: int | None = None) -> tf.Tensor:
     """Decodes one JPEG/PNG/BMP/GIF to uint8 [height, width, 3].
 
     Greyscale is replicated to three channels, an alpha channel is dropped and
     palette images are expanded, so every input is RGB.
+
+    With `max_pixels`, an image larger than that fails with InvalidArgument
+    naming its size: JPEG and PNG before decoding (from the header the decoder
+    itself reads), BMP and GIF after. The server checks headers before a
+    request is batched; this is the second line, for what that check missed.
     """
+    if max_pixels is not None:
+        height, width = _stated_size(encoded)
+        with tf.control_dependencies([_within(height, width, max_pixels)]):
+            encoded = tf.identity(encoded)
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    if max_pixels is not None:
+        shape = tf.shape(image, out_type=tf.int64)
+        with tf.control_dependencies([_within(shape[0], shape[1], max_pixels)]):
+            image = tf.identity(image)
     image.set_shape([None, None, 3])
     return image
+
+
+def _stated_size(encoded: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(height, width) as int64 from a JPEG's frame or a PNG's IHDR; (0, 0) otherwise."""
+
+    def jpeg() -> tf.Tensor:
+        return tf.cast(tf.image.extract_jpeg_shape(encoded)[:2], tf.int64)
+
+    def png() -> tf.Tensor:
+        raw = tf.cast(tf.io.decode_raw(tf.strings.substr(encoded, 16, 8), tf.uint8), tf.int64)
+        big_endian = tf.constant([1 << 24, 1 << 16, 1 << 8, 1], tf.int64)
+        width = tf.reduce_sum(raw[:4] * big_endian)
+        height = tf.reduce_sum(raw[4:] * big_endian)
+        return tf.stack([height, width])
+
+    is_png = tf.logical_and(
+        tf.equal(tf.strings.substr(encoded, 0, 8), b"\x89PNG\r\n\x1a\n"),
+        tf.strings.length(encoded) >= 24,
+    )
+    size = tf.case(
+        [(tf.io.is_jpeg(encoded), jpeg), (is_png, png)],
+        default=lambda: tf.zeros([2], tf.int64),
+    )
+    return size[0], size[1]
+
+
+def _within(height: tf.Tensor, width: tf.Tensor, max_pixels: int) -> tf.Operation:
+    pixels = height * width
+    return tf.debugging.Assert(
+        pixels <= max_pixels,
+        [
+            tf.strings.format(
+                "image is {}x{} = {} pixels; the limit is {}",
+                (width, height, pixels, tf.constant(max_pixels, tf.int64)),
+            )
+        ],
+    )
 
 
 def resize(images: tf.Tensor, config: PreprocessConfig) -> tf.Tensor:
@@ -53,7 +103,7 @@ def preprocess_image(image: tf.Tensor, config: PreprocessConfig) -> tf.Tensor:
 
 def preprocess_encoded(encoded: tf.Tensor, config: PreprocessConfig) -> tf.Tensor:
     """One encoded image (scalar tf.string) to float32 [height, width, 3]."""
-    return preprocess_image(decode(encoded), config)
+    return preprocess_image(decode(encoded, config.max_pixels), config)
 
 
 def preprocess_encoded_batch(encoded: tf.Tensor, config: PreprocessConfig) -> tf.Tensor:

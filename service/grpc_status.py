@@ -45,7 +45,9 @@ async def answer(
     except ServiceError as exc:
         code = exc.code
         await context.abort(status_code(exc), exc.message)
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, GeneratorExit):
+        # GeneratorExit: a streaming call whose client went away is closed at
+        # its `yield`; without this it would be counted OK.
         code = "CANCELLED"
         raise
     except Exception as exc:
@@ -57,4 +59,6 @@ async def answer(
         log.exception("%s failed", method)
         await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
     finally:
+        if code == "OK" and context.cancelled():
+            code = "CANCELLED"  # the request stream ended because the client cancelled
         metrics.record_rpc(method, code, time.perf_counter() - started)

@@ -13,9 +13,19 @@ from typing import NamedTuple
 
 
 class Header(NamedTuple):
+    """What the decoder will allocate for an image.
+
+    `width` and `height` are the size the decoder outputs: for a GIF the first
+    frame's own size (TensorFlow decodes that frame at its size, whatever the
+    logical screen says). `held_pixels` is what the decoder holds in memory
+    while it works: for a GIF every frame's pixels (the GIF library reads all
+    frames before TensorFlow keeps the first), otherwise width x height.
+    """
+
     format: str  # "JPEG", "PNG", "BMP" or "GIF"
     width: int
     height: int
+    held_pixels: int
 
 
 class HeaderError(ValueError):
@@ -38,10 +48,7 @@ def read(data: bytes) -> Header:
     if data[:3] == b"\xff\xd8\xff":
         return _jpeg(data)
     if data[:6] in (b"GIF87a", b"GIF89a"):
-        if len(data) < 10:
-            raise HeaderError("GIF header is truncated")
-        width, height = struct.unpack_from("<HH", data, 6)
-        return Header("GIF", width, height)
+        return _gif(data)
     if data[:2] == b"BM":
         return _bmp(data)
     raise HeaderError("unknown format")
@@ -51,21 +58,23 @@ def _png(data: bytes) -> Header:
     if len(data) < 24 or data[12:16] != b"IHDR":
         raise HeaderError("PNG header is truncated or lacks IHDR")
     width, height = struct.unpack_from(">II", data, 16)
-    return Header("PNG", width, height)
+    return Header("PNG", width, height, width * height)
 
 
 def _bmp(data: bytes) -> Header:
     if len(data) < 26:
         raise HeaderError("BMP header is truncated")
     (info_size,) = struct.unpack_from("<I", data, 14)
-    if info_size == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
-        width, height = struct.unpack_from("<HH", data, 18)
-    elif info_size >= 40:
-        width, height = struct.unpack_from("<ii", data, 18)
-    else:
-        raise HeaderError(f"BMP info header of unsupported size {info_size}")
+    # TensorFlow's decoder reads 32-bit sizes at offsets 18 and 22 whatever the
+    # info header says, so an OS/2 header (16-bit sizes) would be decoded at a
+    # size other than the one it states: refuse it rather than guess.
+    if info_size < 40:
+        raise HeaderError(
+            f"BMP info header of {info_size} bytes (OS/2?); only Windows BMPs (40+) decode"
+        )
+    width, height = struct.unpack_from("<ii", data, 18)
     # A negative height means rows are stored top-down; the size is its magnitude.
-    return Header("BMP", width, abs(height))
+    return Header("BMP", width, abs(height), abs(width * height))
 
 
 def _jpeg(data: bytes) -> Header:
@@ -88,6 +97,52 @@ def _jpeg(data: bytes) -> Header:
             if position + 9 > end:
                 break
             height, width = struct.unpack_from(">HH", data, position + 5)
-            return Header("JPEG", width, height)
+            return Header("JPEG", width, height, width * height)
         position += 2 + length
     raise HeaderError("JPEG header is truncated before its frame header")
+
+
+def _gif(data: bytes) -> Header:
+    """Walks the GIF's blocks to every frame's image descriptor.
+
+    The logical screen size (bytes 6-9) is only a hint: a 10x10 screen may hold
+    a 30000x30000 frame in under 1 MB, and the decoder sizes its output by the
+    frame. Walking the blocks reads one length byte per 255 bytes of image data.
+    """
+    if len(data) < 13:
+        raise HeaderError("GIF header is truncated")
+    flags = data[10]
+    position = 13 + (3 << ((flags & 0x07) + 1) if flags & 0x80 else 0)
+    frames: list[tuple[int, int]] = []
+    end = len(data)
+    while position < end:
+        block = data[position]
+        if block == 0x3B:  # trailer
+            break
+        if block == 0x21:  # extension: label, then data sub-blocks
+            position = _skip_sub_blocks(data, position + 2)
+        elif block == 0x2C:  # image descriptor: left, top, width, height, flags
+            if position + 10 > end:
+                break
+            width, height = struct.unpack_from("<HH", data, position + 5)
+            frames.append((width, height))
+            local = data[position + 9]
+            position += 10 + (3 << ((local & 0x07) + 1) if local & 0x80 else 0)
+            position = _skip_sub_blocks(data, position + 1)  # after the LZW code size
+        else:
+            raise HeaderError(f"GIF block 0x{block:02x} is not a frame or an extension")
+    if not frames:
+        raise HeaderError("GIF is truncated before its first frame")
+    width, height = frames[0]
+    return Header("GIF", width, height, sum(w * h for w, h in frames))
+
+
+def _skip_sub_blocks(data: bytes, position: int) -> int:
+    """The position after a chain of sub-blocks (length byte, data; 0 ends it)."""
+    end = len(data)
+    while position < end:
+        size = data[position]
+        position += 1 + size
+        if size == 0:
+            return position
+    return end

@@ -9,6 +9,7 @@ refused before it can reach a batch.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,13 +49,16 @@ def encoded(data: bytes, limits: Limits) -> EncodedImage:
     if len(data) > limits.max_bytes:
         raise InvalidImage(f"image is {len(data)} bytes; the limit is {limits.max_bytes}")
     try:
-        fmt, width, height = headers.read(data)
+        header = headers.read(data)
     except headers.HeaderError as exc:
         if str(exc) == "unknown format":
             raise InvalidImage(
                 f"image is not a JPEG, PNG, BMP or GIF file (starts with {data[:8]!r})"
             ) from None
         raise InvalidImage(f"image header is corrupt: {exc}") from None
+    fmt, width, height, held = header
+    if fmt == "GIF":
+        _check_gif(data, width, height, held, limits)
     _check_size(height, width, limits)
     return EncodedImage(data, fmt, height, width)
 
@@ -72,6 +76,20 @@ def pixels(data: bytes, height: int, width: int, channels: int, limits: Limits) 
             f"pixel buffer is {len(data)} bytes; {height}x{width}x{channels} needs {expected}"
         )
     return PixelImage(np.frombuffer(data, dtype=np.uint8).reshape(height, width, channels))
+
+
+def _check_gif(data: bytes, width: int, height: int, held: int, limits: Limits) -> None:
+    screen = "{}x{}".format(*struct.unpack_from("<HH", data, 6))
+    if height * width > limits.max_pixels:
+        raise InvalidImage(
+            f"GIF frame is {width}x{height} = {width * height} pixels (its screen says "
+            f"{screen}); the limit is {limits.max_pixels}"
+        )
+    if held > limits.max_pixels:
+        raise InvalidImage(
+            f"GIF frames hold {held} pixels in all; the limit is {limits.max_pixels} "
+            "(every frame is read to decode the first)"
+        )
 
 
 def _check_size(height: int, width: int, limits: Limits) -> None:

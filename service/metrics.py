@@ -36,8 +36,8 @@ class Metrics:
         )
         self.images = Counter(
             "vggserve_images_total",
-            "Images classified (or failed), by outcome",
-            ["outcome"],
+            "Images answered, by outcome (ok or error) and gRPC status code",
+            ["outcome", "code"],
             registry=r,
         )
         self.request_latency = Histogram(
@@ -59,8 +59,20 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.model_calls = Counter(
+            "vggserve_model_calls_total",
+            "Calls of the model's signatures that serve requests (a batch with a bad "
+            "image takes one more)",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "vggserve_batch_size", "Images per model call", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.rpcs_in_flight = Gauge(
+            "vggserve_rpcs_in_flight",
+            "RPCs being handled (open streams included, health checks not), "
+            "against --max-concurrent-rpcs",
+            registry=r,
         )
         self.queue_depth = Gauge("vggserve_queue_depth", "Images waiting for the model", registry=r)
         self.model = Info("vggserve_model", "The served model", registry=r)
@@ -86,8 +98,7 @@ class Metrics:
         self._http: WSGIServer | None = None
         # labels() costs microseconds a call; the children are looked up once.
         self._rpc_children: dict[tuple[str, str], tuple[Any, Any]] = {}
-        self.images_ok = self.images.labels("ok")
-        self.images_error = self.images.labels("error")
+        self._image_children: dict[str, Any] = {"OK": self.images.labels("ok", "OK")}
 
     def record_rpc(self, method: str, code: str, seconds: float) -> None:
         children = self._rpc_children.get((method, code))
@@ -96,6 +107,13 @@ class Metrics:
             self._rpc_children[(method, code)] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def record_image(self, code: str) -> None:
+        """One image answered: code "OK", or the gRPC status code name of its error."""
+        child = self._image_children.get(code)
+        if child is None:
+            child = self._image_children[code] = self.images.labels("error", code)
+        child.inc()
 
     def _rate(self) -> float:
         # Runs on the HTTP thread: list() copies the deque atomically (GIL).

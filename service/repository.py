@@ -18,7 +18,7 @@ import numpy as np
 
 from model import layout
 from service.batcher import Batcher
-from service.errors import InvalidRequest, ServiceError, Unavailable, VersionNotFound
+from service.errors import InvalidRequest, Unavailable, VersionNotFound
 from service.images import ImageInput
 from service.metrics import Metrics
 from service.runtime import LoadedModel, ModelLoadError
@@ -165,14 +165,7 @@ class ModelRepository:
         self._versions[version] = ServedVersion(model, self.settings, self.metrics)
         self.metrics.loads.labels("success").inc()
         self.metrics.loaded_versions.labels(str(version)).set(1)
-        latest = self.default().model
-        self.metrics.model.info(
-            {
-                "name": self.name,
-                "default_version": str(latest.version),
-                "input": f"{latest.preprocess.height}x{latest.preprocess.width}",
-            }
-        )
+        self._publish_info()
         log.info(
             "loaded %s version %d in %.2f s", self.name, version, time.perf_counter() - started
         )
@@ -182,10 +175,26 @@ class ModelRepository:
         await served.batcher.close()  # answers the ones already queued
         self.metrics.loaded_versions.remove(str(version))
         self.metrics.unloads.inc()
+        self._publish_info()
         log.info("unloaded %s version %d", self.name, version)
 
+    def _publish_info(self) -> None:
+        """vggserve_model_info names the version requests go to now."""
+        if not self._versions:
+            return
+        latest = self.default().model
+        self.metrics.model.info(
+            {
+                "name": self.name,
+                "default_version": str(latest.version),
+                "input": f"{latest.preprocess.height}x{latest.preprocess.width}",
+            }
+        )
+
     def _load_and_warm(self, version: int) -> LoadedModel:
-        model = LoadedModel(self.name, self.root / str(version))
+        model = LoadedModel(
+            self.name, self.root / str(version), on_call=lambda _: self.metrics.model_calls.inc()
+        )
         sizes = sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, self.settings.max_batch_size})
         seconds = model.warm_up([s for s in sizes if s <= self.settings.max_batch_size])
         log.info("warmed up version %d in %.2f s", version, seconds)
@@ -195,12 +204,7 @@ class ModelRepository:
         self, image: ImageInput, version: int = 0, deadline: float | None = None
     ) -> Prediction:
         served = self.get(version)
-        try:
-            probabilities = await served.batcher.submit(image, deadline)
-        except ServiceError:
-            self.metrics.images_error.inc()
-            raise
-        self.metrics.images_ok.inc()
+        probabilities = await served.batcher.submit(image, deadline)
         return Prediction(probabilities, served.model.labels, self.name, served.model.version)
 
     async def close(self) -> None:

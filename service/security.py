@@ -52,14 +52,39 @@ def parse_tokens(text: str) -> list[str]:
 
 
 def load_tokens(settings: Settings) -> list[bytes]:
-    """The accepted tokens: --auth-token, plus one per line of --auth-token-file."""
-    tokens = [settings.auth_token] if settings.auth_token else []
+    """The accepted tokens: --auth-token, plus one per line of --auth-token-file.
+
+    A token source that is configured but holds no token is an error, not
+    "no authentication": silently serving everyone is the worst way to fail.
+
+    Raises:
+        ValueError: --auth-token is blank, or the file holds no token.
+        OSError: the file cannot be read.
+    """
+    tokens = []
+    if settings.auth_token:
+        if not settings.auth_token.strip():
+            raise ValueError("--auth-token is blank: give a token, or leave the flag out")
+        tokens.append(settings.auth_token.strip())
     if settings.auth_token_file:
-        tokens += parse_tokens(Path(settings.auth_token_file).read_text(encoding="utf-8"))
+        found = parse_tokens(Path(settings.auth_token_file).read_text(encoding="utf-8"))
+        if not found:
+            raise ValueError(
+                f"--auth-token-file {settings.auth_token_file} holds no token (only blank lines "
+                "or # comments): add one token per line, or leave the flag out"
+            )
+        tokens += found
     return [t.encode() for t in tokens]
 
 
 def warn_if_exposed(settings: Settings, tls: bool, tokens: list[bytes]) -> None:
+    if settings.host in ALL_INTERFACES and not tls and tokens:
+        log.warning(
+            "listening on all interfaces (%s) with bearer tokens but without TLS: tokens "
+            "travel in clear text, so anyone on the network path can read and reuse them; "
+            "set --tls-cert/--tls-key, or --host 127.0.0.1 behind a TLS proxy",
+            settings.host or "*",
+        )
     if settings.host in ALL_INTERFACES and not tls and not tokens:
         log.warning(
             "listening on all interfaces (%s) without TLS or a token: anyone who can reach "

@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from protos.vggserve.v1 import classifier_pb2, classifier_pb2_grpc
 from service.images import Limits
+from service.limits import RpcLimit
 from service.metrics import Metrics
 from service.repository import ModelRepository
 from service.security import TokenAuth, load_tokens, server_credentials, warn_if_exposed
@@ -57,17 +58,18 @@ class Server:
         tokens = load_tokens(settings)
         warn_if_exposed(settings, self._credentials is not None, tokens)
         self._watch: asyncio.Task[None] | None = None
-        self._grpc = grpc.aio.server(
-            options=grpc_options(settings),
-            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
-            interceptors=[TokenAuth(tokens)] if tokens else None,
-        )
+        # Our own RPC limit, not grpc's maximum_concurrent_rpcs: that one counts
+        # health checks too, so busy or idle streams would fail the probes.
+        interceptors: list[grpc.aio.ServerInterceptor] = [TokenAuth(tokens)] if tokens else []
+        interceptors.append(RpcLimit(settings.max_concurrent_rpcs, self.metrics))
+        self._grpc = grpc.aio.server(options=grpc_options(settings), interceptors=interceptors)
         limits = Limits(max_bytes=settings.max_message_bytes, max_pixels=settings.max_image_pixels)
         self._servicer = ImageClassifierServicer(
             self.repository,
             self.metrics,
             limits,
             stream_window=max(2 * settings.max_batch_size, 8),
+            stream_idle_timeout_s=settings.stream_idle_timeout_s,
         )
         classifier_pb2_grpc.add_ImageClassifierServicer_to_server(self._servicer, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)

@@ -11,7 +11,7 @@ import grpc
 from protos.vggserve.v1 import classifier_pb2 as pb
 from protos.vggserve.v1 import classifier_pb2_grpc as pb_grpc
 from service import converters
-from service.errors import ServiceError, Unavailable
+from service.errors import DeadlineExceeded, ServiceError, Unavailable
 from service.grpc_status import answer
 from service.images import Limits
 from service.metrics import Metrics
@@ -25,12 +25,18 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
 
 class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
     def __init__(
-        self, repository: ModelRepository, metrics: Metrics, limits: Limits, stream_window: int
+        self,
+        repository: ModelRepository,
+        metrics: Metrics,
+        limits: Limits,
+        stream_window: int,
+        stream_idle_timeout_s: float = 0.0,
     ) -> None:
         self.repository = repository
         self.metrics = metrics
         self.limits = limits
         self.stream_window = stream_window
+        self.stream_idle_timeout_s = stream_idle_timeout_s
         self._draining = False
         self._intakes: set[asyncio.Task[None]] = set()  # streams still taking images
 
@@ -46,8 +52,21 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
     async def _classify(
         self, message: pb.Image, top_k: int, with_probs: bool, version: int, deadline: float | None
     ) -> pb.ClassifyResponse:
-        image = converters.image(message, self.limits)
-        prediction = await self.repository.classify(image, version, deadline)
+        # Every image is counted here, whatever stops it (the header check, the
+        # version, the queue, the deadline, the decoder), once.
+        try:
+            image = converters.image(message, self.limits)
+            prediction = await self.repository.classify(image, version, deadline)
+        except ServiceError as exc:
+            self.metrics.record_image(exc.code)
+            raise
+        except asyncio.CancelledError:
+            self.metrics.record_image("CANCELLED")
+            raise
+        except Exception:
+            self.metrics.record_image("INTERNAL")
+            raise
+        self.metrics.record_image("OK")
         return converters.response(prediction, top_k, with_probs)
 
     async def _result(self, answer: Awaitable[pb.ClassifyResponse]) -> pb.ImageResult:
@@ -74,7 +93,12 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
         self, request: pb.ClassifyBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClassifyBatchResponse:
         async with answer("ClassifyBatch", context, self.metrics):
-            self.repository.get(request.model_version)  # unknown version fails the call
+            try:
+                self.repository.get(request.model_version)  # unknown version fails the call
+            except ServiceError as exc:
+                for _ in request.images:
+                    self.metrics.record_image(exc.code)
+                raise
             deadline = _deadline(context)
             results = await asyncio.gather(
                 *(
@@ -101,8 +125,11 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
         outbox: asyncio.Queue[pb.StreamResult | None] = asyncio.Queue()
         window = asyncio.Semaphore(self.stream_window)
         deadline = _deadline(context)
+        tasks: set[asyncio.Task[None]] = set()
+        last_activity = time.monotonic()
 
         async def one(request: pb.ClassifyRequest) -> None:
+            nonlocal last_activity
             try:
                 result = await self._result(
                     self._classify(
@@ -115,7 +142,36 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
                 )
                 await outbox.put(pb.StreamResult(request_id=request.request_id, result=result))
             finally:
+                last_activity = time.monotonic()
                 window.release()
+
+        async def next_request(requests: AsyncIterator[pb.ClassifyRequest]) -> pb.ClassifyRequest:
+            """The next request; DeadlineExceeded when the stream is idle too long.
+
+            Idle means no request and nothing in flight: a client waiting for
+            its answers is not idle. Idle streams would otherwise hold their
+            RPC slot (--max-concurrent-rpcs) for ever.
+            """
+            nonlocal last_activity
+            idle = self.stream_idle_timeout_s
+            pending = asyncio.ensure_future(anext(requests))
+            try:
+                while True:
+                    timeout = None if idle <= 0 else idle
+                    if timeout is not None and not tasks:
+                        timeout = last_activity + idle - time.monotonic()
+                        if timeout <= 0:
+                            raise DeadlineExceeded(
+                                f"ClassifyStream sent no image for {idle:g} s with none in "
+                                "flight; the server closed it (--stream-idle-timeout-s): "
+                                "open a new stream when you have images"
+                            )
+                    done, _ = await asyncio.wait({pending}, timeout=timeout)
+                    if done:
+                        last_activity = time.monotonic()
+                        return pending.result()  # StopAsyncIteration at the end
+            finally:
+                pending.cancel()
 
         async def read() -> None:
             try:
@@ -130,14 +186,18 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
 
         async def take() -> bool:
             """Takes the stream's images; answers them all. False: cut by drain()."""
-            tasks: set[asyncio.Task[None]] = set()
             intake = asyncio.current_task()
             assert intake is not None
             whole = not self._draining
             if whole:
                 self._intakes.add(intake)
+                requests = aiter(request_iterator)
                 try:
-                    async for request in request_iterator:
+                    while True:
+                        try:
+                            request = await next_request(requests)
+                        except StopAsyncIteration:
+                            break
                         await window.acquire()
                         task = asyncio.create_task(one(request))
                         tasks.add(task)

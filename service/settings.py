@@ -86,9 +86,20 @@ class Settings:
         36_000_000, "largest width x height accepted (before decoding)", minimum=1
     )
     max_concurrent_rpcs: int = _opt(
-        1000, "RPCs handled at once; more wait at the transport", minimum=1
+        1000,
+        "RPCs handled at once, open streams included, health checks not; "
+        "beyond: RESOURCE_EXHAUSTED",
+        minimum=1,
     )
-    max_concurrent_streams: int = _opt(100, "HTTP/2 streams per client connection", minimum=1)
+    max_concurrent_streams: int = _opt(
+        100, "HTTP/2 streams (calls) at once per client connection", minimum=1
+    )
+    stream_idle_timeout_s: float = _opt(
+        60.0,
+        "a ClassifyStream with nothing in flight that sends no image for this long is "
+        "ended with DEADLINE_EXCEEDED, freeing its slot (0: never)",
+        minimum=0,
+    )
     poll_interval_s: float = _opt(
         2.0,
         "seconds between checks of the model folder for new or removed versions (0: off)",
@@ -162,6 +173,16 @@ class Settings:
                 parser.error(f"{source}: {problem}")
         if "model_dir" not in values:
             parser.error(f"--model-dir (or {ENV_PREFIX}MODEL_DIR) is required")
+        for name in ("auth_token", "auth_token_file"):
+            # Given but blank (often an unset variable in a compose file): refusing
+            # is safer than running without authentication.
+            if name in values and not values[name].strip():
+                flag = "--" + name.replace("_", "-")
+                parser.exit(
+                    2,
+                    f"{parser.prog}: error: {flag} (or {ENV_PREFIX}{name.upper()}) is given "
+                    "but empty; give a token (file), or leave it unset to run without tokens\n",
+                )
         try:
             return cls(**values)
         except ValueError as exc:  # a combination of settings (each one is fine alone)

@@ -65,7 +65,7 @@ def test_header_reader_agrees_with_pillow(fmt: str, mode: str) -> None:
         data = encode(random_pixels(height, width), fmt, mode)
         with Image.open(io.BytesIO(data)) as image:
             expected = (image.format, image.width, image.height)
-        assert tuple(headers.read(data)) == expected
+        assert tuple(headers.read(data))[:3] == expected
 
 
 def test_progressive_jpeg_and_exif_segments_are_skipped_to_the_frame() -> None:
@@ -74,7 +74,7 @@ def test_progressive_jpeg_and_exif_segments_are_skipped_to_the_frame() -> None:
     exif = Image.Exif()
     exif[0x010E] = "a description long enough to make an APP1 segment"
     image.save(buffer, format="JPEG", progressive=True, exif=exif)
-    assert tuple(headers.read(buffer.getvalue())) == ("JPEG", 77, 33)
+    assert tuple(headers.read(buffer.getvalue()))[:3] == ("JPEG", 77, 33)
 
 
 @pytest.mark.parametrize(

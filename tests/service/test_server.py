@@ -361,7 +361,7 @@ def rpc_count(server: RunningServer, method: str) -> float:
 def test_metrics_move_with_real_requests(server: RunningServer, client: Client) -> None:
     ok = 'vggserve_requests_total{code="OK",method="Classify"}'
     bad = 'vggserve_requests_total{code="INVALID_ARGUMENT",method="Classify"}'
-    images_ok = 'vggserve_images_total{outcome="ok"}'
+    images_ok = 'vggserve_images_total{code="OK",outcome="ok"}'
     latency = 'vggserve_request_duration_seconds_count{method="Classify"}'
     before = {name: scrape(server, name) for name in (ok, bad, images_ok, latency)}
     for seed in range(5):

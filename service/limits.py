@@ -1,0 +1,98 @@
+"""A limit on RPCs handled at once that health checks do not count against.
+
+grpc.aio's own `maximum_concurrent_rpcs` counts every RPC, health checks
+included: enough idle streams (or slow clients) lock out new calls *and* the
+health probes, and an orchestrator then restarts a server that is only busy.
+This interceptor counts the RPCs of every service but health, and refuses the
+one over the limit at once with RESOURCE_EXHAUSTED (a client retries it with
+backoff; waiting instead would hold its stream). Streams are bounded in time
+by the servicer's idle timeout, so the slots they hold come back.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from service.metrics import Metrics
+
+EXEMPT_PREFIX = "/grpc.health.v1.Health/"
+
+
+class RpcLimit(grpc.aio.ServerInterceptor):
+    """At most `limit` RPCs at once (health checks not counted)."""
+
+    def __init__(self, limit: int, metrics: Metrics) -> None:
+        if limit < 1:
+            raise ValueError("the RPC limit must be at least 1")
+        self.limit = limit
+        self.active = 0
+        self._metrics = metrics
+        metrics.rpcs_in_flight.set_function(lambda: self.active)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(EXEMPT_PREFIX):
+            return handler
+        return self._wrap(handler, details.method.rsplit("/", 1)[-1])
+
+    async def _enter(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        # All on the event loop's thread: no lock needed around the count.
+        if self.active >= self.limit:
+            self._metrics.record_rpc(method, "RESOURCE_EXHAUSTED", 0.0)
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"server is handling {self.limit} calls, its limit (--max-concurrent-rpcs); "
+                "retry with backoff",
+            )
+        self.active += 1
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        if handler.request_streaming and handler.response_streaming:
+            inner, maker = handler.stream_stream, grpc.stream_stream_rpc_method_handler
+        elif handler.request_streaming:
+            inner, maker = handler.stream_unary, grpc.stream_unary_rpc_method_handler
+        elif handler.response_streaming:
+            inner, maker = handler.unary_stream, grpc.unary_stream_rpc_method_handler
+        else:
+            inner, maker = handler.unary_unary, grpc.unary_unary_rpc_method_handler
+
+        if handler.response_streaming:
+
+            async def streaming(
+                request: Any, context: grpc.aio.ServicerContext
+            ) -> AsyncIterator[Any]:
+                await self._enter(method, context)
+                try:
+                    answers = inner(request, context)
+                    if inspect.isasyncgen(answers):
+                        async for answer in answers:
+                            yield answer
+                    else:  # a handler that writes with context.write()
+                        await answers
+                finally:
+                    self.active -= 1
+
+            behaviour: Callable[..., Any] = streaming
+        else:
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await self._enter(method, context)
+                try:
+                    return await inner(request, context)
+                finally:
+                    self.active -= 1
+
+            behaviour = unary
+        return maker(
+            behaviour,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

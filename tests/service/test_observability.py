@@ -1,0 +1,169 @@
+"""Metrics and logs tell the truth: model info, image errors, cancelled streams, load failures."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import shutil
+import stat
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from prometheus_client import generate_latest
+
+from model.train import TrainResult
+from protos.vggserve.v1 import classifier_pb2 as pb
+from service.client import Client
+from service.grpc_status import answer
+from service.metrics import Metrics
+from tests.conftest import encode, random_pixels
+from tests.service.conftest import RunningServer, settings_for
+from tests.service.test_reload import publish
+from tests.service.test_server import scrape
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
+def model_info(server: RunningServer) -> dict[str, str]:
+    match = re.search(r"^vggserve_model_info\{(.*)\} 1\.0$", server.metrics(), re.M)
+    assert match, "vggserve_model_info is not exported"
+    return dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+
+
+@pytest.fixture
+def two_versions(tiny_model: TrainResult, tmp_path: Path) -> Iterator[tuple[RunningServer, Path]]:
+    model_dir = tmp_path / "tiny"
+    model_dir.mkdir()
+    publish(tiny_model.version_dir, model_dir, 1)
+    publish(tiny_model.version_dir, model_dir, 2)
+    running = RunningServer(settings_for(model_dir, versions="latest:2", poll_interval_s=0.1))
+    running.load()
+    yield running, model_dir
+    running.stop()
+
+
+def test_model_info_follows_a_removed_version(two_versions: tuple[RunningServer, Path]) -> None:
+    running, model_dir = two_versions
+    assert model_info(running)["default_version"] == "2"
+    shutil.rmtree(model_dir / "2")
+    wait_until(lambda: 'vggserve_model_version_loaded{version="2"}' not in running.metrics())
+    assert model_info(running)["default_version"] == "1"
+
+
+def test_a_version_missing_a_file_is_logged_with_the_file_name(
+    two_versions: tuple[RunningServer, Path],
+    tiny_model: TrainResult,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    running, model_dir = two_versions
+    staging = model_dir / ".staging-3"
+    shutil.copytree(tiny_model.version_dir, staging)
+    (staging / "assets" / "labels.txt").unlink()
+    failures = 'vggserve_model_loads_total{result="failure"}'
+    before = scrape(running, failures)
+    with caplog.at_level(logging.ERROR, logger="service"):
+        staging.rename(model_dir / "3")
+        wait_until(lambda: scrape(running, failures) > before)
+    message = next(r.getMessage() for r in caplog.records if "version 3" in r.getMessage())
+    assert f"No such file or directory: {model_dir / '3' / 'assets' / 'labels.txt'}" in message
+
+
+def images_total(server: RunningServer, code: str) -> float:
+    outcome = "ok" if code == "OK" else "error"
+    return scrape(server, f'vggserve_images_total{{code="{code}",outcome="{outcome}"}}')
+
+
+def test_every_image_error_is_counted_by_its_code(server: RunningServer, client: Client) -> None:
+    half_png = encode(random_pixels(64, 64))[:300]  # header intact, data cut
+    codes = ("OK", "INVALID_ARGUMENT", "NOT_FOUND", "DEADLINE_EXCEEDED")
+    before = {code: images_total(server, code) for code in codes}
+    client.classify(encode(random_pixels(8, 8)))
+    for call in (
+        lambda: client.classify(b"not an image"),  # refused by the header check
+        lambda: client.classify(half_png),  # fails to decode in the batch
+        lambda: client.classify(encode(random_pixels(8, 8)), version=9),  # unknown version
+    ):
+        with pytest.raises(grpc.RpcError):
+            call()
+    results = client.classify_batch([encode(random_pixels(8, 8)), b"junk"])
+    assert [type(r).__name__ for r in results] == ["Classification", "ImageError"]
+    after = {code: images_total(server, code) for code in codes}
+    assert after["OK"] - before["OK"] == 2
+    assert after["INVALID_ARGUMENT"] - before["INVALID_ARGUMENT"] == 3
+    assert after["NOT_FOUND"] - before["NOT_FOUND"] == 1
+
+
+def test_a_cancelled_stream_is_counted_cancelled_not_ok(
+    server: RunningServer, client: Client
+) -> None:
+    ok = 'vggserve_requests_total{code="OK",method="ClassifyStream"}'
+    cancelled = 'vggserve_requests_total{code="CANCELLED",method="ClassifyStream"}'
+    before_ok, before_cancelled = scrape(server, ok), scrape(server, cancelled)
+    stop = threading.Event()
+
+    def one_then_wait() -> Iterator[pb.ClassifyRequest]:
+        yield pb.ClassifyRequest(image=pb.Image(encoded=encode(random_pixels(8, 8))))
+        stop.wait(30)
+
+    call = client.stub.ClassifyStream(one_then_wait(), timeout=60)
+    try:
+        assert next(call).result.WhichOneof("outcome") == "response"
+        call.cancel()
+        wait_until(lambda: scrape(server, cancelled) == before_cancelled + 1)
+    finally:
+        stop.set()
+    assert scrape(server, ok) == before_ok
+
+
+def test_exported_versions_are_readable_as_the_umask_allows(tiny_model: TrainResult) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    folder = tiny_model.version_dir
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o777 & ~umask
+    readable = 0o444 & ~umask
+    for path in [folder, *folder.rglob("*")]:
+        assert stat.S_IMODE(path.stat().st_mode) & readable == readable, path
+
+
+class _ClientGone:
+    """The few ServicerContext methods answer() reads, for a client that went away."""
+
+    def cancelled(self) -> bool:
+        return True
+
+    def code(self) -> None:
+        return None
+
+
+def test_a_stream_closed_at_its_yield_is_counted_cancelled() -> None:
+    # grpc.aio closes a streaming handler whose client went away at its `yield`
+    # (GeneratorExit, not CancelledError) when the cancel lands while an answer
+    # is being sent; that path was counted OK.
+    metrics = Metrics()
+
+    async def handler() -> AsyncIterator[int]:
+        async with answer("ClassifyStream", _ClientGone(), metrics):  # type: ignore[arg-type]
+            yield 1
+            yield 2
+
+    async def run() -> None:
+        stream = handler()
+        assert await anext(stream) == 1
+        await stream.aclose()
+
+    asyncio.run(run())
+    text = generate_latest(metrics.registry).decode()
+    assert 'vggserve_requests_total{code="CANCELLED",method="ClassifyStream"} 1.0' in text
+    assert 'vggserve_requests_total{code="OK"' not in text
