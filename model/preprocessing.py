@@ -2,8 +2,9 @@
 
 Training, the exported serving signatures and the tests all import these
 functions, so there is no second copy of the preprocessing to drift apart
-(training/serving skew). Pixel scaling (0-255 to 0-1) is *not* here: it is a
-layer inside the model, so every caller hands the model 0-255 values.
+(training/serving skew). Pixel scaling (0-255 to 0-1), or ImageNet's channel
+swap and mean for pretrained bases, is *not* here: it is a layer inside the
+model, so every caller hands the model RGB 0-255 values.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ class PreprocessConfig:
     """How encoded bytes or raw pixels become model input.
 
     Stored as JSON in every exported version's assets, so a client (or a
-    person) can read it without TensorFlow.
+    person) can read it without TensorFlow. `channel_order` and `input_range`
+    describe what clients send (always RGB 0-255); the `model_*` fields and
+    `mean` describe what the model's own first layers do with it.
     """
 
     height: int
@@ -31,6 +34,12 @@ class PreprocessConfig:
     input_range: tuple[float, float] = (0.0, 255.0)
     # The model's first layer maps input_range to this range.
     model_range: tuple[float, float] = (0.0, 1.0)
+    # ... then reorders the channels to this order (still RGB for models trained
+    # from scratch; "BGR" for ImageNet weights, see model.transfer) ...
+    model_channel_order: str = "RGB"
+    # ... and subtracts this per-channel mean, in model_channel_order. Exports
+    # made before these two fields existed read as RGB and no mean.
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
