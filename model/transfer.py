@@ -133,15 +133,17 @@ def resolve_weights(base: str, weights: str) -> Path:
             file_hash=_NOTOP_MD5[base],
         )
     except Exception as exc:  # Keras wraps every network failure in a bare Exception.
+        # ... raised while handling the URLError, whose reason says what went wrong.
+        reason = getattr(exc.__context__, "reason", None) or exc
         raise TransferError(
-            f"could not download the ImageNet weights for {base} ({_one_line(exc)}); "
-            f"on a machine without internet use --weights PATH with a copy of "
-            f"{url.rsplit('/', 1)[-1]} (Keras caches it in {cache}, set by KERAS_HOME)"
+            f"could not download the ImageNet weights for {base} from {url} "
+            f"({_one_line(reason)}); on a machine without internet use --weights PATH with a "
+            f"copy of {url.rsplit('/', 1)[-1]} (Keras caches it in {cache}, set by KERAS_HOME)"
         ) from exc
     return Path(fetched)
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: object) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= 160 else text[:157] + "..."
 

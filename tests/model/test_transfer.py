@@ -197,6 +197,7 @@ def test_imagenet_without_network_fails_fast_naming_the_offline_route(
     err = capsys.readouterr().err
     assert code == 2
     assert len(err.strip().splitlines()) == 1, err
+    assert "no network in this test" in err  # the failure came from the network layer
     assert "--weights PATH" in err and str(tmp_path / "keras" / "models") in err
     assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in err
     assert not (tmp_path / "vgg-mini").exists()
