@@ -23,6 +23,7 @@ from keras.src.legacy.saving import legacy_h5_format
 from model import layout, transfer
 from model.cli import parse_args
 from model.data import synthetic
+from model.plan import Plan
 from model.train import main
 from tests.conftest import encode, random_pixels
 from tests.service.conftest import RunningServer, settings_for
@@ -181,6 +182,36 @@ def test_freeze_trains_the_head_then_the_top_block() -> None:
         "block5_conv2",
         "block5_conv3",
     }
+
+
+def test_phases_follow_the_flags_and_zero_fine_tune_epochs_trains_the_head_only() -> None:
+    plan = Plan(
+        batch_size=32,
+        epochs=30,
+        steps_per_epoch=50,
+        learning_rate=1e-3,
+        warmup_steps=75,
+        patience_epochs=12,
+        batch_norm_momentum=0.98,
+        flip=True,
+        shift=0.1,
+        class_weights={0: 0.5, 1: 1.5},
+    )
+    transfer_args = ["--preset", "vgg16", "--weights", "w.h5"]
+    overall, phases = transfer.plan_phases(parse_args([*transfer_args, "--head-epochs", "4"]), plan)
+    assert [(p.name, p.epochs, p.fine_tune_from) for p, _ in phases] == [
+        ("head", 4, None),
+        ("fine-tune", 10, "block5_conv1"),
+    ]
+    # The data's choices hold in every phase; epochs and learning rate are the phase's.
+    for _, phase_plan in phases:
+        assert (phase_plan.batch_size, phase_plan.steps_per_epoch) == (32, 50)
+        assert phase_plan.class_weights == {0: 0.5, 1: 1.5} and phase_plan.flip
+    assert [p.learning_rate for _, p in phases] == [1e-3, 1e-5]
+    assert [p.warmup_steps for _, p in phases] == [10, 25]  # 5% of each phase's steps
+    assert overall.epochs == 14
+    _, phases = transfer.plan_phases(parse_args([*transfer_args, "--fine-tune-epochs", "0"]), plan)
+    assert [p.name for p, _ in phases] == ["head"]
 
 
 def test_imagenet_without_network_fails_fast_naming_the_offline_route(
