@@ -29,6 +29,7 @@ class TrainOptions:
     weights: str | None = None
     head_epochs: int = 10
     fine_tune_epochs: int = 10
+    # VGG's last block holds its most task-specific filters; the earlier, generic ones stay.
     fine_tune_from: str = "block5_conv1"
     fine_tune_learning_rate: float = 1e-5
     epochs: int | None = None

@@ -27,6 +27,7 @@ from typing import Any
 import keras
 from keras import layers, ops
 
+from model.architecture import PRESETS
 from model.cli import TrainOptions
 from model.fitting import Phase
 from model.plan import WARMUP_SHARE, Plan
@@ -34,9 +35,6 @@ from model.preprocessing import PreprocessConfig
 
 # The ImageNet training set's mean pixel, in BGR order (keras.applications' "caffe" mode).
 IMAGENET_MEAN_BGR = (103.939, 116.779, 123.68)
-# The base's layers from this one on are fine-tuned in the second phase: VGG's
-# last block holds the most task-specific filters; the earlier, generic ones stay.
-DEFAULT_FINE_TUNE_FROM = "block5_conv1"
 # Width of the head's hidden layer.
 HEAD_UNITS = 256
 
@@ -186,7 +184,10 @@ def build_transfer(
     if base not in _BASES:
         raise TransferError(f"no pretrained base {base!r}; choose one of {', '.join(_BASES)}")
     height, width = input_size
-    vgg = _BASES[base](include_top=False, weights=None, input_shape=(height, width, 3))
+    try:
+        vgg = _BASES[base](include_top=False, weights=None, input_shape=(height, width, 3))
+    except ValueError as exc:  # e.g. an input under 32x32
+        raise TransferError(f"{base} at {height}x{width}: {_one_line(exc)}") from exc
     try:
         if weights is not None:
             vgg.load_weights(weights)
@@ -217,17 +218,13 @@ def check_fine_tune_from(base: str, layer: str) -> None:
     """Raises TransferError unless `layer` is a convolution of `base`."""
     names = [
         f"block{b}_conv{c}"
-        for b, convs in enumerate(_blocks(base), start=1)
+        for b, convs in enumerate(PRESETS[base].blocks, start=1)
         for c in range(1, convs + 1)
     ]
     if layer not in names:
         raise TransferError(
             f"--fine-tune-from {layer}: not a convolution of {base} ({names[0]} ... {names[-1]})"
         )
-
-
-def _blocks(base: str) -> tuple[int, ...]:
-    return (2, 2, 3, 3, 3) if base == "vgg16" else (2, 2, 4, 4, 4)
 
 
 def freeze(model: keras.Model, fine_tune_from: str | None) -> str:
