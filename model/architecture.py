@@ -65,7 +65,9 @@ PRESETS: dict[str, VGGConfig] = {
         batch_norm=True,
         dropout=0.3,
     ),
-    # The classic configurations "A" (VGG11) and "D" (VGG16), Simonyan & Zisserman 2014.
+    # The classic configurations "A" (VGG11), "D" (VGG16) and "E" (VGG19), Simonyan &
+    # Zisserman 2014. With --weights, vgg16 and vgg19 are keras.applications' pretrained
+    # bases under a new head instead (model.transfer).
     "vgg11": VGGConfig(
         blocks=(1, 1, 2, 2, 2),
         base_filters=64,
@@ -74,6 +76,12 @@ PRESETS: dict[str, VGGConfig] = {
     ),
     "vgg16": VGGConfig(
         blocks=(2, 2, 3, 3, 3),
+        base_filters=64,
+        dense_units=(4096, 4096),
+        input_size=(224, 224),
+    ),
+    "vgg19": VGGConfig(
+        blocks=(2, 2, 4, 4, 4),
         base_filters=64,
         dense_units=(4096, 4096),
         input_size=(224, 224),

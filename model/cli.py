@@ -7,6 +7,9 @@ from dataclasses import dataclass
 
 from model.architecture import PRESETS
 
+# Presets that --weights can start from (keras.applications ships their ImageNet weights).
+TRANSFER_PRESETS = ("vgg16", "vgg19")
+
 
 @dataclass
 class TrainOptions:
@@ -23,6 +26,12 @@ class TrainOptions:
     width: float | None = None
     batch_norm: bool | None = None
     dropout: float | None = None
+    weights: str | None = None
+    head_epochs: int = 10
+    fine_tune_epochs: int = 10
+    # VGG's last block holds its most task-specific filters; the earlier, generic ones stay.
+    fine_tune_from: str = "block5_conv1"
+    fine_tune_learning_rate: float = 1e-5
     epochs: int | None = None
     batch_size: int | None = None
     learning_rate: float = 1e-3
@@ -45,6 +54,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
     return value
 
 
@@ -87,6 +103,35 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
         help="batch normalisation after each convolution (preset's default)",
     )
     net.add_argument("--dropout", type=_fraction, help="dropout after dense layers (preset's)")
+    tl = p.add_argument_group("transfer learning (--preset vgg16 or vgg19 with --weights)")
+    tl.add_argument(
+        "--weights",
+        help="start from pretrained weights: 'imagenet' (downloaded once by Keras) or a local "
+        "weights file of the base without its top (.weights.h5, or Keras's *_notop.h5)",
+    )
+    tl.add_argument(
+        "--head-epochs",
+        type=_positive_int,
+        default=d.head_epochs,
+        help="phase 1: at most this many epochs training the new head, base frozen",
+    )
+    tl.add_argument(
+        "--fine-tune-epochs",
+        type=_non_negative_int,
+        default=d.fine_tune_epochs,
+        help="phase 2: at most this many epochs fine-tuning the top of the base (0: head only)",
+    )
+    tl.add_argument(
+        "--fine-tune-from",
+        default=d.fine_tune_from,
+        help="phase 2 trains the base's layers from this one on (block5_conv1: the last block)",
+    )
+    tl.add_argument(
+        "--fine-tune-learning-rate",
+        type=float,
+        default=d.fine_tune_learning_rate,
+        help="phase 2's peak learning rate (phase 1 uses --learning-rate)",
+    )
     fit = p.add_argument_group("training (unset: chosen from the data)")
     fit.add_argument("--epochs", type=_positive_int, help="at most this many epochs")
     fit.add_argument("--batch-size", type=_positive_int)
@@ -133,4 +178,12 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
         action="store_true",
         help="do nothing when the model already has a version (for deploy jobs)",
     )
-    return TrainOptions(**vars(p.parse_args(argv)))
+    options = TrainOptions(**vars(p.parse_args(argv)))
+    if options.weights is not None:
+        if options.preset not in TRANSFER_PRESETS:
+            p.error(f"--weights needs --preset {' or '.join(TRANSFER_PRESETS)}")
+        if options.width is not None or options.batch_norm is not None:
+            p.error("--width and --batch-norm change networks trained from scratch, not --weights")
+        if options.epochs is not None:
+            p.error("with --weights, set --head-epochs and --fine-tune-epochs instead of --epochs")
+    return options

@@ -18,7 +18,9 @@ class PreprocessConfig:
     """How encoded bytes or raw pixels become model input.
 
     Stored as JSON in every exported version's assets, so a client (or a
-    person) can read it without TensorFlow.
+    person) can read it without TensorFlow. `channel_order` and `input_range`
+    describe what clients send (always RGB 0-255); the `model_*` fields and
+    `mean` describe what the model's own first layers do with it.
     """
 
     height: int
@@ -28,6 +30,12 @@ class PreprocessConfig:
     input_range: tuple[float, float] = (0.0, 255.0)
     # The model's first layer maps input_range to this range.
     model_range: tuple[float, float] = (0.0, 1.0)
+    # ... then reorders the channels to this order (still RGB for models trained
+    # from scratch; "BGR" for ImageNet weights, see model.transfer) ...
+    model_channel_order: str = "RGB"
+    # ... and subtracts this per-channel mean, in model_channel_order. Exports
+    # made before these two fields existed read as RGB and no mean.
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     # Largest width x height `decode` accepts (the server's default limit): a
     # file that claims or decodes to more fails with InvalidArgument. Exports
     # written before this field load with the default.

@@ -2,8 +2,9 @@
 
 Training, the exported serving signatures and the tests all import these
 functions, so there is no second copy of the preprocessing to drift apart
-(training/serving skew). Pixel scaling (0-255 to 0-1) is *not* here: it is a
-layer inside the model, so every caller hands the model 0-255 values.
+(training/serving skew). Pixel scaling (0-255 to 0-1), or ImageNet's channel
+swap and mean for pretrained bases, is *not* here: it is a layer inside the
+model, so every caller hands the model RGB 0-255 values.
 """
 
 from __future__ import annotations

@@ -139,6 +139,9 @@ class TrainingReport:
                 values = self.history.get(prefix + key)
                 if values:
                     ax.plot(epochs, values, style, label=(prefix or "train_") + key)
+            # Transfer learning's later phases (fine-tuning) start here.
+            for phase in self.plan.get("phases", [])[1:]:
+                ax.axvline(phase["first_epoch"] - 0.5, color="grey", linestyle=":")
             ax.set_xlabel("epoch")
             ax.set_title(key)
             ax.grid(alpha=0.3)

@@ -3,16 +3,18 @@
     python -m model.train                          # vgg-mini on the synthetic set
     python -m model.train --data folder --data-dir photos/
     python -m model.train --data cifar10 --data-dir ~/cifar-10-python.tar.gz
+    python -m model.train --preset vgg16 --weights imagenet --data folder --data-dir photos/
 
 Writes models/<name>/<version>/ with the training report in report/. Settings
 that are not given (batch size, epochs, patience, batch-norm momentum, flips,
 class weights) are chosen from the data by `model.plan`; the report records
-each with its reason.
+each with its reason. With --weights, training runs in the phases of
+`model.transfer` (new head on a frozen base, then fine-tuning), each a fit
+of its own whose curves continue the previous one's.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
 import time
@@ -23,11 +25,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model import device, layout
+from model import device, layout, transfer
 from model.architecture import VGGConfig, build_vgg, preset
 from model.cli import TrainOptions, parse_args
 from model.data import DatasetError, ImageSet, cifar10, folder, stratified_split, synthetic
 from model.export import export_model
+from model.fitting import Phase, Throughput, batches, fit_phase
 from model.plan import (
     WARMUP_SHARE,
     Plan,
@@ -46,8 +49,6 @@ log = logging.getLogger("model.train")
 
 # Training accuracy for the report is measured on at most this many images.
 TRAIN_EVAL_IMAGES = 5000
-# The shuffle buffer of cached (decoded) images holds at most this many bytes.
-SHUFFLE_BUFFER_BYTES = 256 * 1024 * 1024
 # The mirror probe looks at this many training images, downscaled to this side.
 PROBE_IMAGES, PROBE_SIDE = 2000, 16
 
@@ -80,66 +81,12 @@ def load_data(options: TrainOptions, preprocess: PreprocessConfig) -> tuple[Imag
     raise DatasetError(f"unknown data source {options.data!r}: synthetic, folder or cifar10")
 
 
-def _batches(
-    data: ImageSet, batch_size: int, cache_dir: str | None = None, part: str = ""
-) -> tf.data.Dataset:
-    """Unshuffled, unaugmented batches (validation, evaluation)."""
-    ds = _cached(data, cache_dir, part) or data.dataset()
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def _cached(data: ImageSet, cache_dir: str | None, part: str) -> tf.data.Dataset | None:
-    """`data` decoded once into an on-disk cache under `cache_dir`, or None without one.
-
-    The cache is keyed by the files and the decoder's output shape, so a
-    different folder or input size never reads stale images.
-    """
-    if not cache_dir:
-        return None
-    spec = data.dataset().element_spec[0]
-    key = hashlib.sha256(
-        "\n".join([str(spec.shape), *map(str, data.elements), *map(str, data.labels)]).encode()
-    ).hexdigest()[:16]
-    folder = Path(cache_dir) / f"{part}-{key}"
-    folder.mkdir(parents=True, exist_ok=True)
-    return data.dataset().cache(str(folder / "images"))
-
-
-def _training_batches(
-    data: ImageSet, plan: Plan, seed: int, cache_dir: str | None = None
-) -> tf.data.Dataset:
-    augment = keras.Sequential(name="augment")
-    if plan.flip:
-        augment.add(keras.layers.RandomFlip("horizontal", seed=seed))
-    if plan.shift:
-        augment.add(
-            keras.layers.RandomTranslation(plan.shift, plan.shift, fill_mode="reflect", seed=seed)
-        )
-    # Endless and reshuffled every pass; fit() cuts it into epochs of
-    # plan.steps_per_epoch steps, so no batch is a short remainder.
-    cached = _cached(data, cache_dir, "train")
-    if cached is None:
-        ds = data.dataset(shuffle_seed=seed).repeat()
-    else:
-        # Cached images come back in one order; shuffle them in a buffer of
-        # bounded size, so memory still does not grow with the folder.
-        image_bytes = 4 * int(np.prod(cached.element_spec[0].shape))
-        buffer = max(64, min(len(data), SHUFFLE_BUFFER_BYTES // image_bytes))
-        ds = cached.shuffle(buffer, seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.batch(plan.batch_size)
-    if augment.layers:
-        ds = ds.map(
-            lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE
-        )
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
 def _sample_pixels(data: ImageSet, n: int, side: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Up to `n` images of `data`, downscaled to side x side, with their labels."""
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.permutation(len(data))[:n])
     sample = data.subset(pick)
-    small = _batches(sample, 256).map(lambda x, y: tf.image.resize(x, (side, side)))
+    small = batches(sample, 256).map(lambda x, y: tf.image.resize(x, (side, side)))
     return np.concatenate(list(small.as_numpy_iterator())), sample.labels
 
 
@@ -186,67 +133,8 @@ def make_plan(options: TrainOptions, train_set: ImageSet) -> Plan:
     )
 
 
-class _Throughput(keras.callbacks.Callback):
-    """Training images per second, epoch time only (not validation)."""
-
-    def __init__(self, images_per_epoch: int) -> None:
-        super().__init__()
-        self.images_per_epoch = images_per_epoch
-        self.seconds = 0.0
-        self.epochs = 0
-        self._start = 0.0
-
-    def on_train_batch_begin(self, batch: int, logs: object = None) -> None:
-        if batch == 0:
-            self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: object = None) -> None:
-        self.seconds += time.perf_counter() - self._start
-        self.epochs += 1
-
-    @property
-    def images_per_s(self) -> float:
-        return self.images_per_epoch * self.epochs / self.seconds if self.seconds else 0.0
-
-
-class _BestWeights(keras.callbacks.Callback):
-    """Early stopping on validation accuracy; keeps and restores the best weights.
-
-    Patience counts epochs since validation accuracy last rose. Among epochs
-    of equal accuracy the one with the lowest validation loss is kept: on
-    small validation sets accuracy plateaus while the loss still falls, and
-    the first epoch to reach a plateau is rarely its best.
-    """
-
-    def __init__(self, patience: int, target: float | None) -> None:
-        super().__init__()
-        self.patience = patience
-        self.target = target
-        self.best: tuple[float, float] = (-1.0, float("-inf"))
-        self.best_epoch = 0
-        self._last_rise = 0
-        self._weights: list[np.ndarray] | None = None
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        logs = logs or {}
-        score = (float(logs.get("val_accuracy", 0.0)), -float(logs.get("val_loss", np.inf)))
-        if score[0] > self.best[0]:
-            self._last_rise = epoch + 1
-        if score > self.best:
-            self.best, self.best_epoch = score, epoch + 1
-            self._weights = self.model.get_weights()
-        if epoch + 1 - self._last_rise >= self.patience:
-            self.model.stop_training = True
-        if self.target is not None and score[0] >= self.target:
-            self.model.stop_training = True
-
-    def on_train_end(self, logs: object = None) -> None:
-        if self._weights is not None:
-            self.model.set_weights(self._weights)
-
-
 def _predict(model: keras.Model, data: ImageSet) -> np.ndarray:
-    return np.asarray(model.predict(_batches(data, 256), verbose=0)).argmax(axis=1)
+    return np.asarray(model.predict(batches(data, 256), verbose=0)).argmax(axis=1)
 
 
 def train(options: TrainOptions) -> TrainResult:
@@ -260,54 +148,80 @@ def train(options: TrainOptions) -> TrainResult:
     keras.utils.set_random_seed(options.seed)
     size = (options.input_size, options.input_size) if options.input_size else None
     config: VGGConfig = preset(options.preset, input_size=size)
-    preprocess = PreprocessConfig(height=config.input_size[0], width=config.input_size[1])
+    if options.weights is not None:
+        # Before the data is read: a missing weights file should fail in a second.
+        transfer.check_fine_tune_from(options.preset, options.fine_tune_from)
+        weights_file = transfer.resolve_weights(options.preset, options.weights)
+        preprocess = transfer.preprocess_config(*config.input_size)
+    else:
+        preprocess = PreprocessConfig(height=config.input_size[0], width=config.input_size[1])
     train_set, val_set = load_data(options, preprocess)
     plan = make_plan(options, train_set)
-    config = preset(
-        options.preset,
-        input_size=config.input_size,
-        width=options.width,
-        batch_norm=options.batch_norm,
-        batch_norm_momentum=plan.batch_norm_momentum,
-        dropout=options.dropout,
-        num_classes=len(train_set.class_names),
-    )
+    num_classes = len(train_set.class_names)
+    model_name = options.name.replace("-", "_")
+    if options.weights is not None:
+        model = transfer.build_transfer(
+            options.preset,
+            config.input_size,
+            num_classes,
+            weights_file,
+            dropout=0.5 if options.dropout is None else options.dropout,
+            name=model_name,
+        )
+        plan, phases = transfer.plan_phases(options, plan)
+        model_settings = {"base": options.preset, "weights": str(weights_file)}
+    else:
+        config = preset(
+            options.preset,
+            input_size=config.input_size,
+            width=options.width,
+            batch_norm=options.batch_norm,
+            batch_norm_momentum=plan.batch_norm_momentum,
+            dropout=options.dropout,
+            num_classes=num_classes,
+        )
+        model = build_vgg(config, name=model_name)
+        phases = [(Phase("train", plan.epochs, plan.learning_rate, None), plan)]
+        model_settings = asdict(config)
     log.info(
         "training %s on %d images (%d validation), %d classes; batch %d, up to %d epochs "
         "of %d steps, flips %s",
         options.preset,
         len(train_set),
         len(val_set),
-        len(train_set.class_names),
+        num_classes,
         plan.batch_size,
         plan.epochs,
         plan.steps_per_epoch,
         "on" if plan.flip else "off",
     )
-    model = build_vgg(config, name=options.name.replace("-", "_"))
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if plan.warmup_steps else plan.learning_rate,
-        decay_steps=max(1, plan.total_steps - plan.warmup_steps),
-        alpha=0.01,
-        warmup_target=plan.learning_rate if plan.warmup_steps else None,
-        warmup_steps=plan.warmup_steps,
-    )
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    throughput = _Throughput(plan.steps_per_epoch * plan.batch_size)
-    best = _BestWeights(plan.patience_epochs, options.target_accuracy)
-    history = model.fit(
-        _training_batches(train_set, plan, options.seed, options.cache),
-        validation_data=_batches(val_set, 256, options.cache, "validation"),
-        epochs=plan.epochs,
-        steps_per_epoch=plan.steps_per_epoch,
-        callbacks=[throughput, best],
-        class_weight=plan.class_weights,
-        verbose=options.verbose,
-    )
+    throughput = Throughput(plan.steps_per_epoch * plan.batch_size)
+    history: dict[str, list[float]] = {}
+    phase_reports: list[dict[str, object]] = []
+    for index, (phase, phase_plan) in enumerate(phases):
+        first_epoch = len(history.get("loss", []))
+        trains = transfer.freeze(model, phase.fine_tune_from) if options.weights else "every layer"
+        log.info("phase %s: training %s", phase.name, trains)
+        fitted, best = fit_phase(
+            model, phase_plan, train_set, val_set, options, throughput, first_epoch, index
+        )
+        for key, values in fitted.items():
+            history.setdefault(key, []).extend(values)
+        phase_reports.append(
+            {
+                "name": phase.name,
+                "trains": trains,
+                "epochs": phase_plan.epochs,
+                "epochs_run": len(fitted.get("loss", [])),
+                "first_epoch": first_epoch + 1,
+                "best_epoch": best.best_epoch,
+                "best_validation_accuracy": best.best[0],
+                "learning_rate": phase_plan.learning_rate,
+                "warmup_steps": phase_plan.warmup_steps,
+            }
+        )
+        if options.target_accuracy is not None and best.best[0] >= options.target_accuracy:
+            break
     evaluation = Evaluation.of(val_set.labels, _predict(model, val_set), val_set.class_names)
     train_sample = train_set.subset(
         np.random.default_rng(options.seed).permutation(len(train_set))[:TRAIN_EVAL_IMAGES]
@@ -323,14 +237,14 @@ def train(options: TrainOptions) -> TrainResult:
         train_accuracy=train_accuracy,
         chance=chance,
         warnings=warnings,
-        plan=plan.to_dict(),
-        history={k: [float(v) for v in vs] for k, vs in history.history.items()},
+        plan={**plan.to_dict(), "phases": phase_reports},
+        history=history,
         class_names=val_set.class_names,
-        settings={**asdict(options), "model": asdict(config)},
+        settings={**asdict(options), "model": model_settings},
         wall_time_s=0.0,
         train_images_per_s=throughput.images_per_s,
         device=device.describe(),
-        epochs_run=len(history.history.get("loss", [])),
+        epochs_run=len(history.get("loss", [])),
         best_epoch=best.best_epoch,
         extra={
             "skipped_files": train_set.skipped,
@@ -375,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         result = train(options)
-    except (DatasetError, FileExistsError) as exc:
+    except (DatasetError, FileExistsError, transfer.TransferError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except BelowMinAccuracy as exc:
