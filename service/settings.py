@@ -253,6 +253,10 @@ def _problem(f: Field[Any], value: Any) -> str | None:
         return f"must be at least {minimum}"
     if maximum is not None and value > maximum:
         return f"must be at most {maximum}"
+    if f.name in ("auth_token", "auth_token_file") and value and not value.strip():
+        # Blank but given (often an unset variable in a compose file): refusing
+        # is safer than running without authentication.
+        return "is given but empty; give a token (file), or leave it unset to run without tokens"
     if meta.get("file") and value and not Path(value).is_file():
         return "no such file"
     return None

@@ -130,9 +130,12 @@ def write(name: str, root: Path, test_share: float = 0.2, seed: int = 0) -> Real
 
 def _pixels(paths: list[Path]) -> np.ndarray:
     """Raw pixels as float rows, every file at the set's first file's size and mode."""
-    first = Image.open(paths[0])
-    size, mode = first.size, first.mode
-    rows = [np.asarray(Image.open(p).convert(mode).resize(size), np.float32) for p in paths]
+    with Image.open(paths[0]) as first:
+        size, mode = first.size, first.mode
+    rows = []
+    for path in paths:
+        with Image.open(path) as image:
+            rows.append(np.asarray(image.convert(mode).resize(size), np.float32))
     return np.stack(rows).reshape(len(paths), -1) / 255.0
 
 
