@@ -110,6 +110,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 16000])
     parser.add_argument("--steps", type=int, default=30, help="timed training steps a run")
+    parser.add_argument(
+        "--loaders", nargs="+", default=["stream", "memory"], choices=["stream", "memory"]
+    )
     parser.add_argument("--dir", type=Path, default=Path("results/loader-bench"))
     parser.add_argument("--child", nargs=2, metavar=("MODE", "FOLDER"), help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="also write the rows here")
@@ -124,7 +127,7 @@ def main() -> int:
     print("|---|---|---|---|---|")
     for count in args.sizes:
         folder_dir = subset_folder(source, args.dir / f"n{count}", count)
-        for mode in ("stream", "memory"):
+        for mode in args.loaders:
             run = subprocess.run(
                 [
                     sys.executable,
