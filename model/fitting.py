@@ -8,6 +8,7 @@ the previous one's epochs, so the history and the curves continue.
 from __future__ import annotations
 
 import hashlib
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,6 +190,7 @@ def fit_phase(
         steps_per_epoch=plan.steps_per_epoch,
         callbacks=[throughput, best],
         class_weight=plan.class_weights,
-        verbose=options.verbose,
+        # Progress bars suit a terminal; a log file gets one line an epoch.
+        verbose=(1 if sys.stdout.isatty() else 2) if options.verbose == "auto" else options.verbose,
     )
     return {k: [float(v) for v in vs] for k, vs in history.history.items()}, best

@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-# A run takes at least this many optimisation steps (unless --epochs says otherwise).
+# A run is planned for at least this many optimisation steps (unless --epochs
+# says otherwise): the learning-rate schedule spans them; early stopping may
+# end the run sooner when validation accuracy stops rising.
 MIN_STEPS = 2000
 # ... and never stops earlier than this many steps without improvement.
 PATIENCE_STEPS = 600
@@ -31,6 +33,11 @@ MIN_EPOCH_STEPS = 50
 WARMUP_SHARE = 0.05
 # Folders whose largest class has this many times the images of the smallest get class weights.
 IMBALANCE_RATIO = 1.5
+# Files with this many times the input's pixels are decoded once into a
+# temporary cache (when the decoded set fits in AUTO_CACHE_BYTES).
+AUTO_CACHE_RATIO = 4.0
+AUTO_CACHE_BYTES = 2 * 1024**3
+AUTO = "auto"
 
 
 @dataclass
@@ -84,8 +91,8 @@ def epochs_for(steps_per_epoch: int, requested: int | None) -> tuple[int, str]:
         return requested, "set by --epochs"
     epochs = min(MAX_AUTO_EPOCHS, max(30, math.ceil(MIN_STEPS / steps_per_epoch)))
     return epochs, (
-        f"at most; at least {MIN_STEPS} optimisation steps ({steps_per_epoch} an epoch), "
-        "early stopping ends it sooner"
+        f"at most: planned for at least {MIN_STEPS} optimisation steps ({steps_per_epoch} an "
+        "epoch), which the learning-rate schedule spans; early stopping may end it sooner"
     )
 
 
@@ -118,6 +125,40 @@ def class_weights_for(counts: np.ndarray) -> tuple[dict[int, float] | None, str]
     return weights, (
         f"largest class has {ratio:.1f}x the images of the smallest: each class weighs "
         "total / (classes x its count), so every class counts equally"
+    )
+
+
+def cache_for(
+    requested: str | None,
+    median_size: tuple[int, int] | None,
+    input_size: tuple[int, int],
+    n_images: int,
+) -> tuple[str | None, str]:
+    """Where decoded images are cached: --cache, AUTO (a temporary folder), or None.
+
+    Large photos cost far more to decode than a small network costs to train
+    on them (a 12-megapixel JPEG takes about 0.1 s to decode on one core), and
+    a run reads each image dozens of times; decoding each once pays back from
+    the second pass.
+    """
+    if requested:
+        return requested, f"on: decoded images are kept in {requested} (--cache)"
+    if median_size is None:
+        return None, "off: images are generated or stored at a small size"
+    (h, w), (height, width) = median_size, input_size
+    ratio = h * w / (height * width)
+    decoded = n_images * height * width * 3 * 4
+    if ratio < AUTO_CACHE_RATIO:
+        return None, f"off: files (median {h}x{w}) are about the input's size, cheap to decode"
+    if decoded > AUTO_CACHE_BYTES:
+        return None, (
+            f"off: files (median {h}x{w}) are large, but decoded they would take "
+            f"{decoded / 1024**3:.1f} GB; pass --cache DIR on a disk with room"
+        )
+    return AUTO, (
+        f"on, in a temporary folder removed after the run: files (median {h}x{w}) have "
+        f"{ratio:.0f}x the input's pixels, so each is decoded once, not every pass "
+        f"({decoded / 1024**2:.0f} MB)"
     )
 
 
@@ -159,6 +200,13 @@ def mirror_probe(
     drop = plain_acc - mirror_acc
     noise = 2.0 * math.sqrt(max(plain_acc * (1 - plain_acc), 0.01) * 2.0 / max(1, len(held)))
     figures = f"a nearest-class-mean probe scored {plain_acc:.0%} as is, {mirror_acc:.0%} mirrored"
+    if plain_acc - chance <= noise:
+        # The probe learnt nothing, so it cannot tell; a flip that changes the
+        # class would make the task unlearnable, while one that does not only
+        # adds variety: without evidence, leave them off.
+        return False, (
+            f"off: the probe could not tell ({figures}, chance {chance:.0%}); --flip turns them on"
+        )
     if drop > max(noise, 0.1 * max(plain_acc - chance, 0.0)):
         return False, f"off: mirroring changes the class ({figures})"
     return True, f"on: mirror images stay in their class ({figures})"

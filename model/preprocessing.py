@@ -9,6 +9,8 @@ model, so every caller hands the model RGB 0-255 values.
 
 from __future__ import annotations
 
+import re
+
 import tensorflow as tf
 
 # Defined apart so that reading an export's settings needs no TensorFlow.
@@ -144,3 +146,20 @@ def preprocess_pixels(pixels: tf.Tensor, config: PreprocessConfig) -> tf.Tensor:
     images = resize(rgb, config)
     images.set_shape([None, config.height, config.width, 3])
     return images
+
+
+def decode_error_reason(exc: tf.errors.OpError) -> str:
+    """TensorFlow's own reason, without the graph's node and function names.
+
+    Messages look like `{{function_node __inference_...}} REASON [[{{node ...}}]]
+    [Op:__inference_...]` (over several lines), or `Graph execution error:`,
+    the Python trace of the node, then REASON and the same tail.
+    """
+    text = re.split(r"\s*\[\[|\s*\[Op:", exc.message, maxsplit=1)[0]
+    text = text.rsplit("}}", 1)[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    reason = lines[-1] if lines else ""
+    asserted = re.fullmatch(r"assertion failed: \[(.*)\]", reason)  # decode()'s size limit
+    if asserted:
+        reason = asserted.group(1)
+    return reason or "corrupt or truncated data"

@@ -17,6 +17,11 @@ import numpy as np
 NEAR_CHANCE = 0.25
 # Training accuracy this far above validation accuracy counts as overfitting.
 OVERFIT_GAP = 0.15
+# Fewer validation images than this: the figure is rough and, being the best
+# epoch's, optimistic.
+SMALL_VALIDATION = 200
+# Fewer training images than this in a class: said on its own.
+FEW_IMAGES = 20
 
 
 @dataclass
@@ -81,10 +86,16 @@ def diagnose(
             f"{train_accuracy:.1%}: the network memorised its training images (overfitting)"
             f"{few}; add images, keep augmentation on, or start from pretrained weights"
         )
-    if n_validation < 50:
+    if n_validation < SMALL_VALIDATION:
         warnings.append(
             f"only {n_validation} validation images: accuracy is measured to within about "
-            f"{100 / max(1, n_validation) ** 0.5:.0f} points; treat it as a rough figure"
+            f"{100 / max(1, n_validation) ** 0.5:.0f} points, and the best epoch was chosen on "
+            "these same images, so it reads high; judge the model on images it never saw"
+        )
+    if smallest < FEW_IMAGES and not warnings:
+        warnings.append(
+            f"the smallest class has only {smallest} training images; expect the model to "
+            "miss what those few do not show"
         )
     return warnings
 

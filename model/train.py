@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -32,9 +34,11 @@ from model.data import DatasetError, ImageSet, cifar10, folder, stratified_split
 from model.export import export_model
 from model.fitting import Phase, Throughput, batches, fit_phase
 from model.plan import (
+    AUTO,
     WARMUP_SHARE,
     Plan,
     batch_size_for,
+    cache_for,
     class_weights_for,
     epochs_for,
     mirror_probe,
@@ -64,20 +68,22 @@ class TrainResult:
     model: keras.Model
 
 
-def load_data(options: TrainOptions, preprocess: PreprocessConfig) -> tuple[ImageSet, ImageSet]:
-    """(train, validation) for the chosen source, read at the model's input size."""
+def load_data(
+    options: TrainOptions, preprocess: PreprocessConfig
+) -> tuple[ImageSet, ImageSet, folder.FolderStats | None]:
+    """(train, validation, what a folder's scan learnt) for the chosen source."""
     if options.data == "synthetic":
         full = synthetic.generate(options.per_class, preprocess, options.seed)
-        return stratified_split(full, options.validation_split, options.seed)
+        return *stratified_split(full, options.validation_split, options.seed), None
     if options.data_dir is None:
         raise DatasetError(f"--data {options.data} needs --data-dir")
     if options.data == "folder":
-        full, _ = folder.load(options.data_dir, preprocess)
+        full, stats = folder.load(options.data_dir, preprocess)
         train, val = stratified_split(full, options.validation_split, options.seed)
         train.skipped = full.skipped
-        return train, val
+        return train, val, stats
     if options.data == "cifar10":
-        return cifar10.load(options.data_dir, preprocess)
+        return *cifar10.load(options.data_dir, preprocess), None
     raise DatasetError(f"unknown data source {options.data!r}: synthetic, folder or cifar10")
 
 
@@ -137,6 +143,50 @@ def _predict(model: keras.Model, data: ImageSet) -> np.ndarray:
     return np.asarray(model.predict(batches(data, 256), verbose=0)).argmax(axis=1)
 
 
+def _still_improving(phase: dict[str, Any]) -> bool:
+    """The phase used every epoch it had and its best came in the last tenth of them."""
+    last_tenth = phase["first_epoch"] + int(0.9 * phase["epochs"]) - 1
+    return bool(phase["epochs_run"] == phase["epochs"] and phase["best_epoch"] >= last_tenth)
+
+
+def _fit_phases(
+    model: keras.Model,
+    phases: list[tuple[Phase, Plan]],
+    train_set: ImageSet,
+    val_set: ImageSet,
+    options: TrainOptions,
+    throughput: Throughput,
+) -> tuple[dict[str, list[float]], list[dict[str, Any]]]:
+    """Runs each phase in turn; the history runs on across them."""
+    history: dict[str, list[float]] = {}
+    phase_reports: list[dict[str, Any]] = []
+    for index, (phase, phase_plan) in enumerate(phases):
+        first_epoch = len(history.get("loss", []))
+        trains = transfer.freeze(model, phase.fine_tune_from) if options.weights else "every layer"
+        log.info("phase %s: training %s", phase.name, trains)
+        fitted, best = fit_phase(
+            model, phase_plan, train_set, val_set, options, throughput, first_epoch, index
+        )
+        for key, values in fitted.items():
+            history.setdefault(key, []).extend(values)
+        phase_reports.append(
+            {
+                "name": phase.name,
+                "trains": trains,
+                "epochs": phase_plan.epochs,
+                "epochs_run": len(fitted.get("loss", [])),
+                "first_epoch": first_epoch + 1,
+                "best_epoch": best.best_epoch,
+                "best_validation_accuracy": best.best[0],
+                "learning_rate": phase_plan.learning_rate,
+                "warmup_steps": phase_plan.warmup_steps,
+            }
+        )
+        if options.target_accuracy is not None and best.best[0] >= options.target_accuracy:
+            break
+    return history, phase_reports
+
+
 def train(options: TrainOptions) -> TrainResult:
     """Trains, evaluates and exports; returns the new version's folder.
 
@@ -155,8 +205,14 @@ def train(options: TrainOptions) -> TrainResult:
         preprocess = transfer.preprocess_config(*config.input_size)
     else:
         preprocess = PreprocessConfig(height=config.input_size[0], width=config.input_size[1])
-    train_set, val_set = load_data(options, preprocess)
+    train_set, val_set, stats = load_data(options, preprocess)
     plan = make_plan(options, train_set)
+    cache, plan.reasons["cache"] = cache_for(
+        options.cache,
+        (stats.median_height, stats.median_width) if stats else None,
+        (preprocess.height, preprocess.width),
+        len(train_set) + len(val_set),
+    )
     num_classes = len(train_set.class_names)
     model_name = options.name.replace("-", "_")
     if options.weights is not None:
@@ -196,32 +252,16 @@ def train(options: TrainOptions) -> TrainResult:
         "on" if plan.flip else "off",
     )
     throughput = Throughput(plan.steps_per_epoch * plan.batch_size)
-    history: dict[str, list[float]] = {}
-    phase_reports: list[dict[str, object]] = []
-    for index, (phase, phase_plan) in enumerate(phases):
-        first_epoch = len(history.get("loss", []))
-        trains = transfer.freeze(model, phase.fine_tune_from) if options.weights else "every layer"
-        log.info("phase %s: training %s", phase.name, trains)
-        fitted, best = fit_phase(
-            model, phase_plan, train_set, val_set, options, throughput, first_epoch, index
+    # An automatic cache lives in a temporary folder for this run only.
+    scratch = tempfile.TemporaryDirectory(prefix="vggserve-cache-") if cache == AUTO else None
+    run_options = replace(options, cache=scratch.name if scratch else cache)
+    try:
+        history, phase_reports = _fit_phases(
+            model, phases, train_set, val_set, run_options, throughput
         )
-        for key, values in fitted.items():
-            history.setdefault(key, []).extend(values)
-        phase_reports.append(
-            {
-                "name": phase.name,
-                "trains": trains,
-                "epochs": phase_plan.epochs,
-                "epochs_run": len(fitted.get("loss", [])),
-                "first_epoch": first_epoch + 1,
-                "best_epoch": best.best_epoch,
-                "best_validation_accuracy": best.best[0],
-                "learning_rate": phase_plan.learning_rate,
-                "warmup_steps": phase_plan.warmup_steps,
-            }
-        )
-        if options.target_accuracy is not None and best.best[0] >= options.target_accuracy:
-            break
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
     evaluation = Evaluation.of(val_set.labels, _predict(model, val_set), val_set.class_names)
     train_sample = train_set.subset(
         np.random.default_rng(options.seed).permutation(len(train_set))[:TRAIN_EVAL_IMAGES]
@@ -232,6 +272,18 @@ def train(options: TrainOptions) -> TrainResult:
     warnings = diagnose(
         evaluation.accuracy, train_accuracy, chance, train_set.counts(), len(val_set)
     )
+    if train_set.skipped:
+        warnings.append(
+            f"{len(train_set.skipped)} file(s) did not decode and were left out (the log names "
+            f"each with its reason; report/metrics.json lists them): {train_set.skipped[0]}"
+            + (", ..." if len(train_set.skipped) > 1 else "")
+        )
+    for phase in phase_reports:
+        if _still_improving(phase):
+            warnings.append(
+                f"phase {phase['name']} was still improving when its {phase['epochs']} epochs "
+                "ran out; more --epochs may help"
+            )
     report = TrainingReport(
         evaluation=evaluation,
         train_accuracy=train_accuracy,
@@ -245,7 +297,7 @@ def train(options: TrainOptions) -> TrainResult:
         train_images_per_s=throughput.images_per_s,
         device=device.describe(),
         epochs_run=len(history.get("loss", [])),
-        best_epoch=best.best_epoch,
+        best_epoch=int(phase_reports[-1]["best_epoch"]),
         extra={
             "skipped_files": train_set.skipped,
             "train_images": len(train_set),

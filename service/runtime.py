@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ import tensorflow as tf
 from PIL import Image
 
 from model import layout
-from model.preprocessing import PreprocessConfig, decode
+from model.preprocessing import PreprocessConfig, decode, decode_error_reason
 from service.errors import InvalidImage, ServiceError
 from service.images import EncodedImage, ImageInput, PixelImage
 
@@ -116,7 +115,7 @@ class LoadedModel:
             try:  # once more alone: a failed element of a dataset tells no reason
                 self._decodes(tf.constant(data[i]))
             except tf.errors.InvalidArgumentError as exc:
-                errors[i] = _reason(exc)
+                errors[i] = decode_error_reason(exc)
         return errors
 
     def _fill(
@@ -133,7 +132,7 @@ class LoadedModel:
             probabilities = run(inputs)
         except tf.errors.InvalidArgumentError as exc:
             if len(inputs) == 1:
-                outcomes[positions[0]] = _invalid(_reason(exc))
+                outcomes[positions[0]] = _invalid(decode_error_reason(exc))
                 return
             bad = find_bad(inputs) if find_bad is not None else {}
             if not bad:
@@ -205,23 +204,6 @@ def _decode_checks(max_pixels: int) -> tuple[Callable, Callable]:
         return ended.batch(tf.size(images, out_type=tf.int64) + 1).get_single_element()[:-1]
 
     return decodes, decodable
-
-
-def _reason(exc: tf.errors.OpError) -> str:
-    """TensorFlow's own reason, without the graph's node and function names.
-
-    Messages look like `{{function_node __inference_...}} REASON [[{{node ...}}]]
-    [Op:__inference_...]` (over several lines), or `Graph execution error:`,
-    the Python trace of the node, then REASON and the same tail.
-    """
-    text = re.split(r"\s*\[\[|\s*\[Op:", exc.message, maxsplit=1)[0]
-    text = text.rsplit("}}", 1)[-1]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    reason = lines[-1] if lines else ""
-    asserted = re.fullmatch(r"assertion failed: \[(.*)\]", reason)  # decode()'s size limit
-    if asserted:
-        reason = asserted.group(1)
-    return reason or "corrupt or truncated data"
 
 
 def _invalid(reason: str) -> InvalidImage:

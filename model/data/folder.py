@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +21,9 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from model.data import IMAGE_SUFFIXES, DatasetError, ImageSet
-from model.preprocessing import PreprocessConfig, preprocess_encoded
+from model.preprocessing import PreprocessConfig, decode_error_reason, preprocess_encoded
 
 log = logging.getLogger(__name__)
-
-# TensorFlow prefixes op errors with the graph function's name; users need only the reason.
-_FUNCTION_NODE = re.compile(r"\{\{function_node [^}]*\}\}")
 
 
 @dataclass(frozen=True)
@@ -60,17 +56,31 @@ def list_images(root: Path) -> dict[str, list[Path]]:
 
 @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
 def _decoded_shape(encoded: tf.Tensor) -> tf.Tensor:
-    image = tf.io.decode_image(encoded, channels=0, expand_animations=False)
-    return tf.shape(image)
+    """(height, width, channels) of an image, failing as decoding would.
+
+    A JPEG is decoded at 1/8 scale (libjpeg's DCT scaling reads the whole
+    stream, so a truncated or corrupt file still fails) and its size taken
+    from its header: about half the time of a full decode for large photos.
+    """
+
+    def jpeg() -> tf.Tensor:
+        small = tf.image.decode_jpeg(encoded, ratio=8)
+        return tf.concat([tf.image.extract_jpeg_shape(encoded)[:2], tf.shape(small)[2:]], 0)
+
+    def other() -> tf.Tensor:
+        return tf.shape(tf.io.decode_image(encoded, channels=0, expand_animations=False))
+
+    return tf.cond(tf.io.is_jpeg(encoded), jpeg, other)
 
 
 def _check(path: Path) -> tuple[np.ndarray | None, str]:
     """(height, width, channels) of a file TensorFlow decodes, or (None, why not)."""
     try:
         return _decoded_shape(tf.constant(path.read_bytes())).numpy(), ""
-    except (OSError, tf.errors.InvalidArgumentError) as exc:
-        reason = exc.message if isinstance(exc, tf.errors.OpError) else str(exc)
-        return None, _FUNCTION_NODE.sub("", reason).strip().splitlines()[0]
+    except OSError as exc:
+        return None, exc.strerror or str(exc)
+    except tf.errors.InvalidArgumentError as exc:
+        return None, decode_error_reason(exc)
 
 
 def load(root: str | Path, config: PreprocessConfig) -> tuple[ImageSet, FolderStats]:

@@ -82,3 +82,23 @@ def test_overfitting_and_tiny_validation_sets_warn() -> None:
     assert "overfitting" in diagnose(0.70, 0.99, 0.1, np.array([500] * 10), 1000)[0]
     assert diagnose(0.97, 0.99, 0.1, np.array([500] * 10), 1000) == []
     assert "validation images" in diagnose(0.97, 0.99, 0.5, np.array([80, 80]), 32)[0]
+
+
+def test_mirror_probe_leaves_flips_off_when_it_cannot_tell() -> None:
+    # Noise in both classes: the probe learns nothing, so it has no evidence
+    # that mirror images keep their class.
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (200, 16, 16, 3)).astype(np.float32)
+    labels = np.repeat(np.arange(2), 100)
+    flip, why = plan.mirror_probe(images, labels, 2, seed=0)
+    assert not flip and "could not tell" in why
+
+
+def test_large_files_are_decoded_once_into_a_temporary_cache() -> None:
+    cache, why = plan.cache_for(None, (3024, 4032), (32, 32), 300)
+    assert cache == plan.AUTO and "temporary folder" in why
+    assert plan.cache_for(None, (40, 40), (32, 32), 300)[0] is None
+    assert plan.cache_for(None, None, (32, 32), 300)[0] is None
+    too_big, why = plan.cache_for(None, (3024, 4032), (224, 224), 100_000)
+    assert too_big is None and "--cache DIR" in why
+    assert plan.cache_for("/data/cache", (40, 40), (32, 32), 300)[0] == "/data/cache"

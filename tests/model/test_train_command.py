@@ -80,6 +80,7 @@ def test_cache_keeps_decoded_images_on_disk_for_later_runs(tmp_path: Path) -> No
             pixels = rng.integers(0, 60, (20, 20, 3), dtype=np.uint8)
             pixels[..., channel] = 200
             (data / name / f"{i}.png").write_bytes(encode(pixels))
+    (data / "red" / "broken.jpg").write_bytes(b"")  # left out, and said so
     cache = tmp_path / "cache"
     args = ["--data", "folder", "--data-dir", str(data), "--output", str(tmp_path / "m")]
     args += ["--name", "rb", "--cache", str(cache), *TINY_FLAGS]
@@ -92,3 +93,5 @@ def test_cache_keeps_decoded_images_on_disk_for_later_runs(tmp_path: Path) -> No
     assert len(list(cache.iterdir())) == 2
     metrics = json.loads((tmp_path / "m" / "rb" / "2" / "report" / "metrics.json").read_text())
     assert metrics["validation_accuracy"] == 1.0
+    assert any("did not decode" in w and "broken.jpg" in w for w in metrics["warnings"])
+    assert metrics["plan"]["reasons"]["cache"].startswith("on: decoded images are kept in")

@@ -328,7 +328,9 @@ def test_a_request_whose_deadline_passes_in_the_queue_is_dropped_not_computed(
             # Several slow images are waiting: the quick one queues behind them.
             depth = wait_for_metric(running, "vggserve_queue_depth", lambda v: v >= queued // 2)
             assert depth <= queued
-            error = rpc_error(lambda: client.stub.Classify(quick, timeout=one_slow_call))
+            # Three slow calls' time: long enough to reach the server on a busy
+            # machine, far shorter than the six or more slow calls queued ahead.
+            error = rpc_error(lambda: client.stub.Classify(quick, timeout=3 * one_slow_call))
             assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             # Queued after the expired one, so answered after it was dropped or
             # computed (one model call at a time, first in first out).
