@@ -164,17 +164,21 @@ def test_pods_run_locked_down_with_resources(kind: str, name: str) -> None:
         assert set(resources["limits"]) >= {"cpu", "memory"}
 
 
+def stage(name: str) -> str:
+    """The Dockerfile's lines of build stage `name`, up to the next FROM."""
+    return DOCKERFILE.split(f" AS {name}\n", 1)[1].split("\nFROM ", 1)[0]
+
+
 def test_the_server_command_is_the_images_entrypoint() -> None:
     for name in DEPLOYMENTS:
         # No `command`: the image's ENTRYPOINT runs, with the manifest's args.
         assert "command" not in server(name)
-    entrypoints = re.findall(r"^ENTRYPOINT (.+)$", DOCKERFILE, re.M)
-    assert '["python", "-m", "service"]' in entrypoints
+    assert re.search(r'^ENTRYPOINT \["python", "-m", "service"\]$', stage("app"), re.M)
+    assert "COPY service/ service/" in stage("app")
     for target in ("runtime", "gpu"):
-        # The entrypoint of each image a Deployment names, the last one before
-        # the next stage, is the server's (the loadtest stage has its own).
-        stage = DOCKERFILE.split(f" AS {target}\n", 1)[1].split("\nFROM ", 1)[0]
-        assert "ENTRYPOINT" not in stage, target
+        # The images the Deployments name are built on `app` and keep its entrypoint.
+        assert f"FROM app AS {target}\n" in DOCKERFILE
+        assert "ENTRYPOINT" not in stage(target), target
     assert server("vggserve")["image"].endswith(":latest")
     assert server("vggserve-gpu")["image"].endswith(":gpu")
 
@@ -185,7 +189,7 @@ def test_the_training_job_writes_the_volume_the_servers_read() -> None:
     python, flag, module = train["command"]
     assert (python, flag) == ("python", "-m")
     # The module is in the image: the Dockerfile copies its package.
-    assert f"COPY {module.split('.')[0]}/ " in DOCKERFILE
+    assert f"COPY {module.split('.')[0]}/ " in stage("app")
     options = train_args(train["args"])
     claims = {
         v["name"]: v["persistentVolumeClaim"]
