@@ -48,6 +48,7 @@ def child_server(
     log_path: Path | None = None,
     health: bool = True,
     ready_timeout: float = 300.0,
+    host: str = "127.0.0.1",
 ) -> Iterator[Child]:
     """Runs `command` with `--port-file PATH` added; yields it once ready.
 
@@ -55,7 +56,8 @@ def child_server(
     then the standard health service says SERVING (with health=False: the
     channel connects). Everything is bounded by `ready_timeout`, and a child
     that exits first raises at once; either error quotes the child's last
-    stderr lines. SIGTERM stops it afterwards.
+    stderr lines. SIGTERM stops it afterwards. `host` is the address the
+    child listens on (its `--host`), for reaching it.
     """
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
     folder = Path(tempfile.mkdtemp(prefix="vggserve-child-"))
@@ -72,7 +74,7 @@ def child_server(
     try:
         deadline = time.monotonic() + ready_timeout
         port = _wait(process, deadline, tail, lambda: read_port_file(port_file), "listening")
-        target = f"127.0.0.1:{port}"
+        target = f"{host}:{port}"
         if health:
             with Client(target, retries=0, timeout=2.0) as client:
                 _wait(process, deadline, tail, lambda: _serving(client), "SERVING")
@@ -133,7 +135,9 @@ def _quote(tail: deque[str]) -> str:
     return "".join(f"  | {line}" for line in lines).rstrip() or "  | (nothing)"
 
 
-def server_command(model_dir: str | Path, extra_args: Sequence[str] = ()) -> list[str]:
+def server_command(
+    model_dir: str | Path, extra_args: Sequence[str] = (), host: str = "127.0.0.1", port: int = 0
+) -> list[str]:
     """`python -m service` for `model_dir` on a free loopback port, metrics off."""
     return [
         sys.executable,
@@ -142,9 +146,9 @@ def server_command(model_dir: str | Path, extra_args: Sequence[str] = ()) -> lis
         "--model-dir",
         str(model_dir),
         "--host",
-        "127.0.0.1",
+        host,
         "--port",
-        "0",
+        str(port),
         "--metrics-port",
         "-1",
         *extra_args,
@@ -156,9 +160,13 @@ def local_server(
     extra_args: Sequence[str] = (),
     log_path: Path | None = None,
     env: dict[str, str] | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
 ) -> AbstractContextManager[Child]:
-    """A vggserve server for `model_dir` on a free loopback port."""
-    return child_server(server_command(model_dir, extra_args), env=env, log_path=log_path)
+    """A vggserve server for `model_dir` on `host` (a loopback address), port 0: a free one."""
+    return child_server(
+        server_command(model_dir, extra_args, host, port), env=env, log_path=log_path, host=host
+    )
 
 
 def bare_server(log_path: Path | None = None) -> AbstractContextManager[Child]:
