@@ -309,8 +309,14 @@ def test_sigkill_of_a_replica_fails_at_most_the_calls_in_flight_on_it(fleet: Fle
         fleet.publish()
         after = load.total()
         assert load.wait_for(lambda ld: ld.total() >= after + 200, timeout=60), load.answers
+        # Envoy has noticed by now (DNS refresh, health checks, ejection):
+        # from here on no call may fail.
+        settled, after = load.failed(), load.total()
+        assert load.wait_for(lambda ld: ld.total() >= after + 200, timeout=60), load.answers
+        assert load.failed() == settled, load.answers
     _report(f"SIGKILL of one of {len(fleet.running()) + 1} replicas", load)
-    # Calls reset before an answer are retried on another replica; at worst
-    # the calls in flight on the killed one fail: never more than the
-    # client's concurrency.
-    assert load.failed() <= CONCURRENCY, load.answers
+    # Calls reset before an answer are retried on another replica. What can
+    # fail is what was in flight on the killed one while Envoy still picked
+    # it: each of the client's calls, in each of its (up to 3) attempts, until
+    # the host is ejected. Measured here: 0 to 16 of about 270.
+    assert load.failed() <= 3 * CONCURRENCY, load.answers
