@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--size {args.size}: must be at least 8")
     paths = write_samples(Path(args.out_dir), args.size, args.seed, args.format)
     names = ", ".join(p.name for p in paths[:3])
-    print(f"wrote {len(paths)} images to {args.out_dir}/ ({names}, ...)")
+    print(f"wrote {len(paths)} images to {Path(args.out_dir)}/ ({names}, ...)")
     return 0
 
 
