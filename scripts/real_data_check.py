@@ -72,10 +72,14 @@ def check(name: str, root: Path, extra: list[str]) -> dict[str, object]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("sets", nargs="*", default=list(realdata.SETS), choices=realdata.SETS)
+    parser.add_argument(
+        "sets", nargs="*", metavar="SET", help=f"some of {', '.join(realdata.SETS)} (default: all)"
+    )
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more flags")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
+    if unknown := set(args.sets) - set(realdata.SETS):
+        parser.error(f"unknown set(s) {', '.join(sorted(unknown))}; choose from {realdata.SETS}")
     rows = []
     print(
         "| set | classes | train / held-out files | held-out accuracy | SVM on raw pixels "
@@ -83,7 +87,7 @@ def main() -> int:
     )
     print("|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.sets:
+        for name in args.sets or realdata.SETS:
             row = check(name, Path(tmp), args.extra)
             rows.append(row)
             diff = 100 * (float(row["held_out_accuracy"]) - float(row["svm_baseline"]))  # type: ignore[arg-type]
