@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -53,6 +54,19 @@ class RunningServer:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.loop.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Polls what the server shows (metrics, answers) until `condition` holds.
+
+    For state with no event to wait on, such as a Prometheus gauge; bounded by
+    `timeout`.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
 
 
 def settings_for(model_dir: Path, **overrides: object) -> Settings:

@@ -9,8 +9,7 @@ import re
 import shutil
 import stat
 import threading
-import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
@@ -23,17 +22,9 @@ from service.client import Client
 from service.grpc_status import answer
 from service.metrics import Metrics
 from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer, settings_for
+from tests.service.conftest import RunningServer, settings_for, wait_until
 from tests.service.test_reload import publish
 from tests.service.test_server import scrape
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
 
 
 def model_info(server: RunningServer) -> dict[str, str]:

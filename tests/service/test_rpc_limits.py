@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,19 +15,11 @@ from protos.vggserve.v1 import classifier_pb2 as pb
 from service.client import Client
 from service.settings import Settings
 from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer, settings_for
+from tests.service.conftest import RunningServer, settings_for, wait_until
 from tests.service.test_server import scrape
 
 LIMIT = 8
 IDLE_S = 3.0
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.05)
 
 
 @pytest.fixture
