@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from service import protocols
 from service.metrics import Metrics
 
 EXEMPT_PREFIX = "/grpc.health.v1.Health/"
@@ -41,12 +42,14 @@ class RpcLimit(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or details.method.startswith(EXEMPT_PREFIX):
             return handler
-        return self._wrap(handler, details.method.rsplit("/", 1)[-1])
+        return self._wrap(
+            handler, protocols.of_grpc_method(details.method), details.method.rsplit("/", 1)[-1]
+        )
 
-    async def _enter(self, method: str, context: grpc.aio.ServicerContext) -> None:
+    async def _enter(self, protocol: str, method: str, context: grpc.aio.ServicerContext) -> None:
         # All on the event loop's thread: no lock needed around the count.
         if self.active >= self.limit:
-            self._metrics.record_rpc(method, "RESOURCE_EXHAUSTED", 0.0)
+            self._metrics.record_rpc(protocol, method, "RESOURCE_EXHAUSTED", 0.0)
             await context.abort(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"server is handling {self.limit} calls, its limit (--max-concurrent-rpcs); "
@@ -54,7 +57,9 @@ class RpcLimit(grpc.aio.ServerInterceptor):
             )
         self.active += 1
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler, protocol: str, method: str
+    ) -> grpc.RpcMethodHandler:
         if handler.request_streaming and handler.response_streaming:
             inner, maker = handler.stream_stream, grpc.stream_stream_rpc_method_handler
         elif handler.request_streaming:
@@ -69,7 +74,7 @@ class RpcLimit(grpc.aio.ServerInterceptor):
             async def streaming(
                 request: Any, context: grpc.aio.ServicerContext
             ) -> AsyncIterator[Any]:
-                await self._enter(method, context)
+                await self._enter(protocol, method, context)
                 try:
                     answers = inner(request, context)
                     if inspect.isasyncgen(answers):
@@ -84,7 +89,7 @@ class RpcLimit(grpc.aio.ServerInterceptor):
         else:
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await self._enter(method, context)
+                await self._enter(protocol, method, context)
                 try:
                     return await inner(request, context)
                 finally:

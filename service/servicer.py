@@ -15,6 +15,7 @@ from service.errors import DeadlineExceeded, ServiceError, Unavailable
 from service.grpc_status import answer
 from service.images import Limits
 from service.metrics import Metrics
+from service.protocols import NATIVE_GRPC
 from service.repository import ModelRepository
 
 
@@ -58,15 +59,15 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
             image = converters.image(message, self.limits)
             prediction = await self.repository.classify(image, version, deadline)
         except ServiceError as exc:
-            self.metrics.record_image(exc.code)
+            self.metrics.record_image(NATIVE_GRPC, exc.code)
             raise
         except asyncio.CancelledError:
-            self.metrics.record_image("CANCELLED")
+            self.metrics.record_image(NATIVE_GRPC, "CANCELLED")
             raise
         except Exception:
-            self.metrics.record_image("INTERNAL")
+            self.metrics.record_image(NATIVE_GRPC, "INTERNAL")
             raise
-        self.metrics.record_image("OK")
+        self.metrics.record_image(NATIVE_GRPC, "OK")
         return converters.response(prediction, top_k, with_probs)
 
     async def _result(self, answer: Awaitable[pb.ClassifyResponse]) -> pb.ImageResult:
@@ -79,7 +80,7 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
     async def Classify(
         self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClassifyResponse:
-        async with answer("Classify", context, self.metrics):
+        async with answer(NATIVE_GRPC, "Classify", context, self.metrics):
             return await self._classify(
                 request.image,
                 request.top_k,
@@ -92,12 +93,12 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
     async def ClassifyBatch(
         self, request: pb.ClassifyBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClassifyBatchResponse:
-        async with answer("ClassifyBatch", context, self.metrics):
+        async with answer(NATIVE_GRPC, "ClassifyBatch", context, self.metrics):
             try:
                 self.repository.get(request.model_version)  # unknown version fails the call
             except ServiceError as exc:
                 for _ in request.images:
-                    self.metrics.record_image(exc.code)
+                    self.metrics.record_image(NATIVE_GRPC, exc.code)
                 raise
             deadline = _deadline(context)
             results = await asyncio.gather(
@@ -213,7 +214,7 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
                 await asyncio.gather(*tasks)
             return whole
 
-        async with answer("ClassifyStream", context, self.metrics):
+        async with answer(NATIVE_GRPC, "ClassifyStream", context, self.metrics):
             reader = asyncio.create_task(read())
             try:
                 while (item := await outbox.get()) is not None:
@@ -225,7 +226,7 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
     async def GetModelMetadata(
         self, request: pb.GetModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadata:
-        async with answer("GetModelMetadata", context, self.metrics):
+        async with answer(NATIVE_GRPC, "GetModelMetadata", context, self.metrics):
             default = self.repository.default()
             return converters.metadata(
                 self.repository.name,

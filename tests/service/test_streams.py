@@ -49,7 +49,10 @@ def test_a_stream_far_longer_than_its_window_is_answered_whole(
 
 
 def stream_count(server: RunningServer, code: str) -> float:
-    pattern = rf'^vggserve_requests_total{{code="{code}",method="ClassifyStream"}} ([\d.e+]+)$'
+    pattern = (
+        rf'^vggserve_requests_total{{code="{code}",method="ClassifyStream",'
+        r'protocol="native-grpc"} ([\d.e+]+)$'
+    )
     match = re.search(pattern, server.metrics(), re.M)
     return float(match.group(1)) if match else 0.0
 
