@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from protos.vggserve.v1 import classifier_pb2, classifier_pb2_grpc
+from service.core import Core
 from service.images import Limits
 from service.limits import RpcLimit
 from service.metrics import Metrics
@@ -64,10 +65,9 @@ class Server:
         interceptors.append(RpcLimit(settings.max_concurrent_rpcs, self.metrics))
         self._grpc = grpc.aio.server(options=grpc_options(settings), interceptors=interceptors)
         limits = Limits(max_bytes=settings.max_message_bytes, max_pixels=settings.max_image_pixels)
+        self.core = Core(self.repository, self.metrics, limits)
         self._servicer = ImageClassifierServicer(
-            self.repository,
-            self.metrics,
-            limits,
+            self.core,
             stream_window=max(2 * settings.max_batch_size, 8),
             stream_idle_timeout_s=settings.stream_idle_timeout_s,
         )
