@@ -18,7 +18,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from protos.inference import open_inference_grpc_pb2_grpc
 from protos.vggserve.v1 import classifier_pb2, classifier_pb2_grpc
+from service.adapters import v2_grpc
 from service.core import Core
 from service.images import Limits
 from service.limits import RpcLimit
@@ -31,6 +33,8 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = classifier_pb2.DESCRIPTOR.services_by_name["ImageClassifier"].full_name
+# Every service on the port, as health checking and reflection name them.
+SERVICES = (SERVICE_NAME, v2_grpc.SERVICE_NAME)
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -72,14 +76,17 @@ class Server:
             stream_idle_timeout_s=settings.stream_idle_timeout_s,
         )
         classifier_pb2_grpc.add_ImageClassifierServicer_to_server(self._servicer, self._grpc)
+        open_inference_grpc_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            v2_grpc.InferenceServicer(self.core), self._grpc
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         reflection.enable_server_reflection(
-            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self._grpc
+            [*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME], self._grpc
         )
 
     async def start(self) -> int:
         """Binds and starts answering (NOT_SERVING until the model is warm)."""
-        for service in ("", SERVICE_NAME):
+        for service in ("", *SERVICES):
             await self.health.set(service, NOT_SERVING)
         address = f"{self.settings.host}:{self.settings.port}"
         try:
@@ -119,12 +126,12 @@ class Server:
             f"http port {self.metrics_port}" if self.metrics_port is not None else "off",
             time.perf_counter() - started,
         )
-        for service in ("", SERVICE_NAME):
+        for service in ("", *SERVICES):
             await self.health.set(service, SERVING)
 
     async def set_not_serving(self) -> None:
         """Tells health checkers (load balancers) to stop sending; still answers."""
-        for service in ("", SERVICE_NAME):
+        for service in ("", *SERVICES):
             await self.health.set(service, NOT_SERVING)
 
     async def stop(
