@@ -231,9 +231,10 @@ async def infer(
 
 def _answered(index: int, outcome: Prediction | ServiceError, total: int) -> Prediction:
     if isinstance(outcome, ServiceError):
+        if total == 1:
+            raise outcome
         # The request fails as a whole; the same kind of error, naming the image.
-        where = f"image {index} of {total}" if total > 1 else "image"
-        raise type(outcome)(f"{where}: {outcome.message}")
+        raise type(outcome)(f"image {index} of {total}: {outcome.message}")
     return outcome
 
 
