@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from protos.inference import open_inference_grpc_pb2_grpc
 from protos.vggserve.v1 import classifier_pb2, classifier_pb2_grpc
-from service.adapters import rest, v2_grpc
+from service.adapters import rest, v2_grpc, v2_rest
 from service.core import Core
 from service.images import Limits
 from service.limits import RpcLimit
@@ -36,7 +36,7 @@ SERVICE_NAME = classifier_pb2.DESCRIPTOR.services_by_name["ImageClassifier"].ful
 # Every service on the port, as health checking and reflection name them.
 SERVICES = (SERVICE_NAME, v2_grpc.SERVICE_NAME)
 # The REST APIs served on --rest-port (each adds its routes; see adapters/rest.py).
-REST_PROTOCOLS: list[rest.Protocol] = []
+REST_PROTOCOLS: list[rest.Protocol] = [v2_rest.PROTOCOL]
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
