@@ -200,9 +200,7 @@ def routes(context: rest.Context) -> list[rest.Route]:
     async def model_ready(request: web.Request, deadline: float | None) -> web.Response:
         name = request.match_info["name"]
         is_ready = v2.model_ready(core, name, version(request))
-        return web.json_response(
-            {"name": name, "ready": is_ready}, status=200 if is_ready else 503
-        )
+        return web.json_response({"name": name, "ready": is_ready}, status=200 if is_ready else 503)
 
     async def infer(request: web.Request, deadline: float | None) -> web.Response:
         document, binary = _parse(await request.read(), request.headers.get(HEADER_LENGTH))
