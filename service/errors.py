@@ -60,3 +60,9 @@ class Unauthenticated(ServiceError):
     """A token is required and was missing or wrong."""
 
     code = "UNAUTHENTICATED"
+
+
+class ModelNotFound(ServiceError):
+    """The request names a model this server does not serve."""
+
+    code = "NOT_FOUND"

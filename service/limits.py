@@ -7,6 +7,9 @@ This interceptor counts the RPCs of every service but health, and refuses the
 one over the limit at once with RESOURCE_EXHAUSTED (a client retries it with
 backoff; waiting instead would hold its stream). Streams are bounded in time
 by the servicer's idle timeout, so the slots they hold come back.
+
+The REST server takes its slots from the same limit (`try_enter`/`leave`), so
+--max-concurrent-rpcs bounds gRPC calls and HTTP requests together.
 """
 
 from __future__ import annotations
@@ -34,6 +37,23 @@ class RpcLimit(grpc.aio.ServerInterceptor):
         self._metrics = metrics
         metrics.rpcs_in_flight.set_function(lambda: self.active)
 
+    def try_enter(self) -> bool:
+        """Takes a slot for a call made outside gRPC; False when all are taken."""
+        if self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def leave(self) -> None:
+        self.active -= 1
+
+    @property
+    def refusal(self) -> str:
+        return (
+            f"server is handling {self.limit} calls, its limit (--max-concurrent-rpcs); "
+            "retry with backoff"
+        )
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -50,11 +70,7 @@ class RpcLimit(grpc.aio.ServerInterceptor):
         # All on the event loop's thread: no lock needed around the count.
         if self.active >= self.limit:
             self._metrics.record_rpc(protocol, method, "RESOURCE_EXHAUSTED", 0.0)
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"server is handling {self.limit} calls, its limit (--max-concurrent-rpcs); "
-                "retry with backoff",
-            )
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self.refusal)
         self.active += 1
 
     def _wrap(

@@ -98,16 +98,18 @@ def test_port_in_use_is_a_clear_error(server: RunningServer, model_dir: Path) ->
     assert f"cannot listen on 127.0.0.1:{server.port}: is the port in use?" in result.stderr
 
 
-def test_metrics_port_in_use_is_a_clear_error_naming_the_port(model_dir: Path) -> None:
+@pytest.mark.parametrize(("flag", "what"), [("--rest-port", "REST"), ("--metrics-port", "metrics")])
+def test_http_port_in_use_is_a_clear_error_naming_the_port(
+    model_dir: Path, flag: str, what: str
+) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        command = server_command(model_dir)
-        command[command.index("--metrics-port") + 1] = str(port)
+        command = [*server_command(model_dir), flag, str(port)]  # the last flag wins
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert f"cannot serve metrics on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert f"cannot serve {what} on 127.0.0.1:{port}: Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
 
 
