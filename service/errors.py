@@ -56,6 +56,18 @@ class VersionNotFound(ServiceError):
     code = "NOT_FOUND"
 
 
+class ModelNotFound(ServiceError):
+    """The request names a model this server does not serve."""
+
+    code = "NOT_FOUND"
+
+
+class Unimplemented(ServiceError):
+    """The request asks for something this server does not do (e.g. regression)."""
+
+    code = "UNIMPLEMENTED"
+
+
 class Unauthenticated(ServiceError):
     """A token is required and was missing or wrong."""
 

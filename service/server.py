@@ -19,7 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from protos.vggserve.v1 import classifier_pb2, classifier_pb2_grpc
-from service.adapters import rest
+from service.adapters import rest, tfserving_grpc, tfserving_rest
 from service.core import Core
 from service.images import Limits
 from service.limits import RpcLimit
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = classifier_pb2.DESCRIPTOR.services_by_name["ImageClassifier"].full_name
 # The REST APIs served on --rest-port (each adds its routes; see adapters/rest.py).
-REST_PROTOCOLS: list[rest.Protocol] = []
+REST_PROTOCOLS: list[rest.Protocol] = [tfserving_rest.PROTOCOL]
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -78,9 +78,12 @@ class Server:
             stream_idle_timeout_s=settings.stream_idle_timeout_s,
         )
         classifier_pb2_grpc.add_ImageClassifierServicer_to_server(self._servicer, self._grpc)
+        services = tfserving_grpc.add_to_server(self.core, self._grpc)
+        # Health answers for the whole server ("") and for each service by name.
+        self._health_names = ["", SERVICE_NAME, *services]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         reflection.enable_server_reflection(
-            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self._grpc
+            [SERVICE_NAME, *services, health.SERVICE_NAME, reflection.SERVICE_NAME], self._grpc
         )
         self._rest: rest.RestServer | None = None
         if settings.rest_port >= 0:
@@ -89,7 +92,7 @@ class Server:
 
     async def start(self) -> int:
         """Binds and starts answering (NOT_SERVING until the model is warm)."""
-        for service in ("", SERVICE_NAME):
+        for service in self._health_names:
             await self.health.set(service, NOT_SERVING)
         address = f"{self.settings.host}:{self.settings.port}"
         try:
@@ -137,14 +140,14 @@ class Server:
             f"port {self.rest_port} (and /metrics)" if self.rest_port is not None else "off",
             time.perf_counter() - started,
         )
-        for service in ("", SERVICE_NAME):
+        for service in self._health_names:
             await self.health.set(service, SERVING)
         self._ready = True
 
     async def set_not_serving(self) -> None:
         """Tells health checkers (load balancers) to stop sending; still answers."""
         self._ready = False
-        for service in ("", SERVICE_NAME):
+        for service in self._health_names:
             await self.health.set(service, NOT_SERVING)
 
     async def stop(
