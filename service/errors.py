@@ -56,13 +56,19 @@ class VersionNotFound(ServiceError):
     code = "NOT_FOUND"
 
 
-class Unauthenticated(ServiceError):
-    """A token is required and was missing or wrong."""
-
-    code = "UNAUTHENTICATED"
-
-
 class ModelNotFound(ServiceError):
     """The request names a model this server does not serve."""
 
     code = "NOT_FOUND"
+
+
+class Unimplemented(ServiceError):
+    """The request asks for something this server does not do (e.g. regression)."""
+
+    code = "UNIMPLEMENTED"
+
+
+class Unauthenticated(ServiceError):
+    """A token is required and was missing or wrong."""
+
+    code = "UNAUTHENTICATED"

@@ -23,7 +23,7 @@ from service.images import ImageInput
 from service.metrics import Metrics
 from service.runtime import LoadedModel, ModelLoadError
 from service.settings import Settings
-from service.versions import VersionPolicy
+from service.versions import VersionPolicy, VersionState, VersionStatus
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ class ModelRepository:
         self._versions: dict[int, ServedVersion] = {}
         # Versions that failed to load, with the files' stamp when they did.
         self._failed: dict[int, float] = {}
+        # Every version seen since start-up, in TF Serving's terms (ModelService).
+        self._states: dict[int, VersionStatus] = {}
         self._closing = False
         # Read when Prometheus scrapes (on its HTTP thread), not set per request.
         metrics.queue_depth.set_function(
@@ -79,6 +81,13 @@ class ModelRepository:
     @property
     def versions(self) -> list[int]:
         return sorted(self._versions)
+
+    def statuses(self) -> list[VersionStatus]:
+        """The state of every version seen since start-up (unloaded and failed ones: END)."""
+        return [self._states[v] for v in sorted(self._states)]
+
+    def _set_state(self, version: int, state: VersionState, error: str = "") -> None:
+        self._states[version] = VersionStatus(version, state, error)
 
     def default(self) -> ServedVersion:
         if not self._versions:
@@ -135,8 +144,11 @@ class ModelRepository:
         """
         usable = [v for v in layout.list_versions(self.root) if not self._known_bad(v)]
         wanted = self.policy.select(usable)
-        for version in wanted:
-            if version not in self._versions and not self._closing:
+        new = [v for v in wanted if v not in self._versions]
+        for version in new:
+            self._set_state(version, VersionState.START)
+        for version in new:
+            if not self._closing:
                 await self._load(version)
         keep = [v for v in wanted if v in self._versions]
         if not keep:
@@ -150,10 +162,12 @@ class ModelRepository:
 
     async def _load(self, version: int) -> None:
         started = time.perf_counter()
+        self._set_state(version, VersionState.LOADING)
         try:
             model = await asyncio.to_thread(self._load_and_warm, version)
         except Exception as exc:  # a broken export must never take the server down
             self._failed[version] = _stamp(self.root / str(version))
+            self._set_state(version, VersionState.END, f"failed to load: {_one_line(exc)}")
             self.metrics.loads.labels("failure").inc()
             log.error(
                 "not serving %s version %d: it failed to load: %s",
@@ -163,6 +177,7 @@ class ModelRepository:
             )
             return
         self._versions[version] = ServedVersion(model, self.settings, self.metrics)
+        self._set_state(version, VersionState.AVAILABLE)
         self.metrics.loads.labels("success").inc()
         self.metrics.loaded_versions.labels(str(version)).set(1)
         self._publish_info()
@@ -172,7 +187,9 @@ class ModelRepository:
 
     async def _unload(self, version: int) -> None:
         served = self._versions.pop(version)  # new requests no longer reach it
+        self._set_state(version, VersionState.UNLOADING)
         await served.batcher.close()  # answers the ones already queued
+        self._set_state(version, VersionState.END)
         self.metrics.loaded_versions.remove(str(version))
         self.metrics.unloads.inc()
         self._publish_info()

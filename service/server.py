@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from protos.inference import open_inference_grpc_pb2_grpc
 from protos.vggserve.v1 import classifier_pb2, classifier_pb2_grpc
-from service.adapters import rest, v2_grpc, v2_rest
+from service.adapters import rest, tfserving_grpc, tfserving_rest, v2_grpc, v2_rest
 from service.core import Core
 from service.images import Limits
 from service.limits import RpcLimit
@@ -34,9 +34,14 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = classifier_pb2.DESCRIPTOR.services_by_name["ImageClassifier"].full_name
 # Every service on the port, as health checking and reflection name them.
-SERVICES = (SERVICE_NAME, v2_grpc.SERVICE_NAME)
+SERVICES = (
+    SERVICE_NAME,
+    tfserving_grpc.PREDICTION_SERVICE,
+    tfserving_grpc.MODEL_SERVICE,
+    v2_grpc.SERVICE_NAME,
+)
 # The REST APIs served on --rest-port (each adds its routes; see adapters/rest.py).
-REST_PROTOCOLS: list[rest.Protocol] = [v2_rest.PROTOCOL]
+REST_PROTOCOLS: list[rest.Protocol] = [tfserving_rest.PROTOCOL, v2_rest.PROTOCOL]
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -81,6 +86,7 @@ class Server:
             stream_idle_timeout_s=settings.stream_idle_timeout_s,
         )
         classifier_pb2_grpc.add_ImageClassifierServicer_to_server(self._servicer, self._grpc)
+        tfserving_grpc.add_to_server(self.core, self._grpc)
         open_inference_grpc_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
             v2_grpc.InferenceServicer(self.core), self._grpc
         )

@@ -270,7 +270,9 @@ class RestServer:
             async with asyncio.timeout_at(_loop_time(deadline)):
                 return await route.handler(request, deadline)
         except TimeoutError:
-            raise DeadlineExceeded("the request's timeout passed before it was answered") from None
+            raise DeadlineExceeded(
+                "deadline passed before the request was answered (its timeout)"
+            ) from None
 
 
 def _loop_time(deadline: float) -> float:
