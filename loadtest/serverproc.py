@@ -21,8 +21,8 @@ from typing import IO, TypeVar
 
 import grpc
 
-from service.client import Client
 from service.portfile import read_ports
+from vggclient.client import Client
 
 T = TypeVar("T")
 

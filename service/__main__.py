@@ -29,7 +29,7 @@ def configure_tensorflow(settings: Settings) -> None:
 
 
 async def serve(settings: Settings) -> int:
-    from service.runtime import ModelLoadError
+    from service.core.runtime import ModelLoadError
     from service.server import Server
 
     try:

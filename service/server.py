@@ -21,13 +21,13 @@ from grpc_reflection.v1alpha import reflection
 from protos.inference import open_inference_grpc_pb2_grpc
 from protos.vggserve.v1 import classifier_pb2, classifier_pb2_grpc
 from service.adapters import rest, tfserving_grpc, tfserving_rest, v2_grpc, v2_rest
-from service.core import Core
-from service.images import Limits
-from service.limits import RpcLimit
-from service.metrics import Metrics
-from service.repository import ModelRepository
+from service.adapters.grpc_limits import RpcLimit
+from service.adapters.native_grpc import ImageClassifierServicer
+from service.core.classify import Core
+from service.core.images import Limits
+from service.core.metrics import Metrics
+from service.core.repository import ModelRepository
 from service.security import TokenAuth, load_tokens, server_credentials, warn_if_exposed
-from service.servicer import ImageClassifierServicer
 from service.settings import Settings
 
 log = logging.getLogger(__name__)

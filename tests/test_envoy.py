@@ -35,9 +35,9 @@ import pytest
 import yaml
 
 from loadtest.serverproc import Child, local_server
-from service.client import Client
 from tests.conftest import encode, random_pixels, require_tool
 from tests.fakedns import FakeDns
+from vggclient.client import Client
 
 ROOT = Path(__file__).resolve().parents[1]
 ENVOY_YAML = ROOT / "deploy" / "envoy.yaml"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from loadtest.serverproc import ChildFailed, child_server, local_server, server_command
-from service.client import Client
 from tests.conftest import encode, random_pixels
+from vggclient.client import Client
 
 
 def test_a_server_logging_only_warnings_is_still_found(model_dir: Path) -> None:

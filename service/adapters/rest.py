@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.core import Core
-from service.errors import DeadlineExceeded, InvalidRequest, ServiceError
-from service.grpc_status import INTERNAL_MESSAGE
-from service.limits import RpcLimit
+from service.adapters.grpc_limits import RpcLimit
+from service.adapters.grpc_status import INTERNAL_MESSAGE
+from service.core.classify import Core
+from service.core.errors import DeadlineExceeded, InvalidRequest, ServiceError
 from service.security import bearer_problem, ssl_context
 from service.settings import Settings
 
@@ -102,7 +102,7 @@ class Context:
 
 @dataclass(frozen=True)
 class Protocol:
-    label: str  # its `protocol` metrics label (service.protocols)
+    label: str  # its `protocol` metrics label (service.core.protocols)
     routes: Callable[[Context], list[Route]]
 
 

@@ -16,16 +16,16 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from model import layout
-from service.errors import (
+from service.core.errors import (
     InvalidImage,
     InvalidRequest,
     ModelNotFound,
     ServiceError,
     VersionNotFound,
 )
-from service.repository import ModelRepository, Prediction
-from service.runtime import LoadedModel
-from service.versions import VersionStatus
+from service.core.repository import ModelRepository, Prediction
+from service.core.runtime import LoadedModel
+from service.core.versions import VersionStatus
 
 # tf.Example feature that holds an image for Classify (the TF object detection
 # and image datasets' convention).

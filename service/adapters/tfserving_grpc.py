@@ -31,11 +31,11 @@ from tensorflow_serving.apis import (
 from tensorflow_serving.apis import model_service_pb2_grpc as model_service_grpc
 
 from service.adapters import tfserving
-from service.core import Core, Encoded, Pixels, RawImage
-from service.errors import InvalidImage, InvalidRequest, Unimplemented
-from service.grpc_status import answer
-from service.protocols import TFSERVING_GRPC
-from service.repository import Prediction
+from service.adapters.grpc_status import answer
+from service.core.classify import Core, Encoded, Pixels, RawImage
+from service.core.errors import InvalidImage, InvalidRequest, Unimplemented
+from service.core.protocols import TFSERVING_GRPC
+from service.core.repository import Prediction
 
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"

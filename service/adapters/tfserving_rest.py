@@ -24,10 +24,10 @@ from aiohttp import web
 from google.protobuf import json_format
 
 from service.adapters import rest, tfserving
-from service.core import Core, Encoded, Pixels, RawImage
-from service.errors import InvalidImage, InvalidRequest
-from service.protocols import TFSERVING_REST
-from service.repository import Prediction
+from service.core.classify import Core, Encoded, Pixels, RawImage
+from service.core.errors import InvalidImage, InvalidRequest
+from service.core.protocols import TFSERVING_REST
+from service.core.repository import Prediction
 
 NAME = "{name:[^/:]+}"
 VERSION = "{version:[0-9]+}"

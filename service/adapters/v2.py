@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from service.core import Core, Encoded, Pixels, RawImage
-from service.errors import InvalidRequest, ModelNotFound, ServiceError
-from service.repository import Prediction
+from service.core.classify import Core, Encoded, Pixels, RawImage
+from service.core.errors import InvalidRequest, ModelNotFound, ServiceError
+from service.core.repository import Prediction
 
 SERVER_NAME = "vggserve"
 PLATFORM = "tensorflow_savedmodel"

@@ -17,10 +17,10 @@ import numpy as np
 from protos.inference import open_inference_grpc_pb2 as pb
 from protos.inference import open_inference_grpc_pb2_grpc as pb_grpc
 from service.adapters import v2
-from service.core import Core
-from service.errors import InvalidRequest
-from service.grpc_status import answer
-from service.protocols import V2_GRPC
+from service.adapters.grpc_status import answer
+from service.core.classify import Core
+from service.core.errors import InvalidRequest
+from service.core.protocols import V2_GRPC
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 

@@ -32,8 +32,8 @@ import numpy as np
 from aiohttp import web
 
 from service.adapters import rest, v2
-from service.errors import InvalidRequest
-from service.protocols import V2_REST
+from service.core.errors import InvalidRequest
+from service.core.protocols import V2_REST
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY = "binary_tensor_data"

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from service.client import Client
 from service.server import Server
 from service.settings import Settings
+from vggclient.client import Client
 
 
 class RunningServer:

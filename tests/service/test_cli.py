@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from loadtest.serverproc import local_server, server_command
-from service.client import Client
-from service.client import main as client_main
 from tests.conftest import encode, random_pixels
 from tests.service.conftest import RunningServer
+from vggclient.client import Client
+from vggclient.client import main as client_main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -125,7 +125,7 @@ def test_client_command_refuses_bad_flags_with_one_line(
     files: dict[str, Path], args: list[str], message: str
 ) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "service.client", str(files["good"]), *args],
+        [sys.executable, "-m", "vggclient.client", str(files["good"]), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -133,5 +133,5 @@ def test_client_command_refuses_bad_flags_with_one_line(
     )
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"python -m service.client: error: {message} (see --help)"
+        f"python -m vggclient.client: error: {message} (see --help)"
     ]

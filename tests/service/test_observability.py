@@ -18,14 +18,14 @@ from prometheus_client import generate_latest
 
 from model.train import TrainResult
 from protos.vggserve.v1 import classifier_pb2 as pb
-from service.client import Client
-from service.grpc_status import answer
-from service.metrics import Metrics
-from service.protocols import NATIVE_GRPC
+from service.adapters.grpc_status import answer
+from service.core.metrics import Metrics
+from service.core.protocols import NATIVE_GRPC
 from tests.conftest import encode, random_pixels
 from tests.service.conftest import RunningServer, settings_for, wait_until
 from tests.service.test_reload import publish
 from tests.service.test_server import scrape
+from vggclient.client import Client
 
 
 def model_info(server: RunningServer) -> dict[str, str]:

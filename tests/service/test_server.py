@@ -19,9 +19,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from model import layout
 from model.data import synthetic
 from protos.vggserve.v1 import classifier_pb2 as pb
-from service.client import Client, ImageError
 from tests.conftest import encode, random_pixels
 from tests.service.conftest import RunningServer, settings_for
+from vggclient.client import Client, ImageError
 
 N_CLASSES = len(synthetic.CLASS_NAMES)
 

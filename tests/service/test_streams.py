@@ -13,9 +13,9 @@ import grpc
 import pytest
 
 from protos.vggserve.v1 import classifier_pb2 as pb
-from service.client import Classification
 from tests.conftest import encode, random_pixels
 from tests.service.conftest import RunningServer, settings_for
+from vggclient.client import Classification
 
 MAX_BATCH = 8
 WINDOW = 2 * MAX_BATCH  # images of one stream in flight at once (server.py)

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from model import layout
-from service.batcher import Batcher
-from service.errors import InvalidRequest, Unavailable, VersionNotFound
-from service.images import ImageInput
-from service.metrics import Metrics
-from service.runtime import LoadedModel, ModelLoadError
+from service.core.batcher import Batcher
+from service.core.errors import InvalidRequest, Unavailable, VersionNotFound
+from service.core.images import ImageInput
+from service.core.metrics import Metrics
+from service.core.runtime import LoadedModel, ModelLoadError
+from service.core.versions import VersionPolicy, VersionState, VersionStatus
 from service.settings import Settings
-from service.versions import VersionPolicy, VersionState, VersionStatus
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from contextlib import asynccontextmanager
 
 import grpc
 
-from service.errors import ServiceError
-from service.metrics import Metrics
+from service.core.errors import ServiceError
+from service.core.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

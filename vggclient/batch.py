@@ -1,7 +1,7 @@
-"""Batch inference over files and folders: `python -m service.batch`.
+"""Batch inference over files and folders: `python -m vggclient.batch`.
 
-    python -m service.batch photos/ more.jpg --out predictions.csv
-    python -m service.batch photos/ --out predictions.jsonl --local models/vgg-mini
+    python -m vggclient.batch photos/ more.jpg --out predictions.csv
+    python -m vggclient.batch photos/ --out predictions.jsonl --local models/vgg-mini
 
 Streams images through ClassifyStream with a bounded window of images in
 flight, so memory stays flat however large the folder. Rows are appended and
@@ -39,7 +39,7 @@ import grpc
 from tqdm import tqdm
 
 from model.data import IMAGE_SUFFIXES
-from service.client import (
+from vggclient.client import (
     Classification,
     Client,
     ImageError,
@@ -62,7 +62,7 @@ MESSAGE_OVERHEAD = 1024
 # A whole stream may also end CANCELLED when a draining server runs out of time.
 RECONNECT = RETRYABLE | {grpc.StatusCode.CANCELLED}
 
-log = logging.getLogger("service.batch")
+log = logging.getLogger("vggclient.batch")
 
 
 @dataclass
@@ -306,12 +306,12 @@ async def _local(
     args: argparse.Namespace, todo: list[Path], output: Output, progress: tqdm
 ) -> None:
     """The server's own core (validation, batcher, runtime) in this process."""
-    from service import images
-    from service.client import ClassScore
-    from service.errors import ServiceError
-    from service.metrics import Metrics
-    from service.repository import ModelRepository
+    from service.core import images
+    from service.core.errors import ServiceError
+    from service.core.metrics import Metrics
+    from service.core.repository import ModelRepository
     from service.settings import Settings
+    from vggclient.client import ClassScore
 
     settings = Settings(
         model_dir=args.local, max_batch_size=args.batch_size, poll_interval_s=0, metrics_port=-1
@@ -354,7 +354,7 @@ async def _local(
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m service.batch",
+        prog="python -m vggclient.batch",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -14,7 +14,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
-from service.batcher import BatchStats
+from service.core.batcher import BatchStats
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class Metrics:
         self._image_children: dict[tuple[str, str], Any] = {}
 
     def record_rpc(self, protocol: str, method: str, code: str, seconds: float) -> None:
-        """One call answered; `protocol` is one of service.protocols."""
+        """One call answered; `protocol` is one of service.core.protocols."""
         key = (protocol, method, code)
         children = self._rpc_children.get(key)
         if children is None:

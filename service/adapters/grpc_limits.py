@@ -20,8 +20,8 @@ from typing import Any
 
 import grpc
 
-from service import protocols
-from service.metrics import Metrics
+from service.core import protocols
+from service.core.metrics import Metrics
 
 EXEMPT_PREFIX = "/grpc.health.v1.Health/"
 

@@ -12,11 +12,11 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from service import images
-from service.errors import InvalidImage, ServiceError
-from service.images import ImageInput, Limits
-from service.metrics import Metrics
-from service.repository import ModelRepository, Prediction
+from service.core import images
+from service.core.errors import InvalidImage, ServiceError
+from service.core.images import ImageInput, Limits
+from service.core.metrics import Metrics
+from service.core.repository import ModelRepository, Prediction
 
 
 @dataclass(frozen=True, slots=True)

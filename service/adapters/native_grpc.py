@@ -10,11 +10,11 @@ import grpc
 
 from protos.vggserve.v1 import classifier_pb2 as pb
 from protos.vggserve.v1 import classifier_pb2_grpc as pb_grpc
-from service import converters
-from service.core import Core
-from service.errors import DeadlineExceeded, ServiceError, Unavailable
-from service.grpc_status import answer
-from service.protocols import NATIVE_GRPC
+from service.adapters import native_convert as converters
+from service.adapters.grpc_status import answer
+from service.core.classify import Core
+from service.core.errors import DeadlineExceeded, ServiceError, Unavailable
+from service.core.protocols import NATIVE_GRPC
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from protos.vggserve.v1 import classifier_pb2 as pb
-from service.core import Encoded, Pixels, RawImage
-from service.errors import ServiceError
-from service.grpc_status import rpc_code
-from service.repository import Prediction
-from service.runtime import LoadedModel
+from service.adapters.grpc_status import rpc_code
+from service.core.classify import Encoded, Pixels, RawImage
+from service.core.errors import ServiceError
+from service.core.repository import Prediction
+from service.core.runtime import LoadedModel
 
 
 def image(message: pb.Image) -> RawImage:
