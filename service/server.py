@@ -27,6 +27,7 @@ from service.core.classify import Core
 from service.core.images import Limits
 from service.core.metrics import Metrics
 from service.core.repository import ModelRepository
+from service.core.watcher import VersionWatcher
 from service.security import TokenAuth, load_tokens, server_credentials, warn_if_exposed
 from service.settings import Settings
 
@@ -63,6 +64,7 @@ class Server:
         self.settings = settings
         self.metrics = Metrics()
         self.repository = ModelRepository(settings, self.metrics)
+        self.watcher = VersionWatcher(self.repository, settings, self.metrics)
         self.health = health.aio.HealthServicer()
         self.port = 0
         self.rest_port: int | None = None
@@ -135,10 +137,10 @@ class Server:
     async def load(self) -> None:
         """Loads and warms the model, then reports SERVING."""
         started = time.perf_counter()
-        versions = await self.repository.load()
+        versions = await self.watcher.load()
         if self.settings.poll_interval_s > 0:
             self._watch = asyncio.create_task(
-                self.repository.watch(self.settings.poll_interval_s), name="model-watch"
+                self.watcher.watch(self.settings.poll_interval_s), name="model-watch"
             )
         log.info(
             "serving %s version(s) %s on %s: gRPC port %d, REST %s, ready in %.1f s",

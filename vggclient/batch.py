@@ -306,19 +306,23 @@ async def _local(
     args: argparse.Namespace, todo: list[Path], output: Output, progress: tqdm
 ) -> None:
     """The server's own core (validation, batcher, runtime) in this process."""
-    from service.core import images
+    from service.core.classify import Core, Encoded
     from service.core.errors import ServiceError
+    from service.core.images import Limits
     from service.core.metrics import Metrics
+    from service.core.protocols import IN_PROCESS
     from service.core.repository import ModelRepository
+    from service.core.watcher import VersionWatcher
     from service.settings import Settings
     from vggclient.client import ClassScore
 
     settings = Settings(
         model_dir=args.local, max_batch_size=args.batch_size, poll_interval_s=0, metrics_port=-1
     )
-    repository = ModelRepository(settings, Metrics())
-    await repository.load()
-    limits = images.Limits(settings.max_message_bytes, settings.max_image_pixels)
+    metrics = Metrics()
+    repository = ModelRepository(settings, metrics)
+    await VersionWatcher(repository, settings, metrics).load()
+    core = Core(repository, metrics, Limits(settings.max_message_bytes, settings.max_image_pixels))
     window = asyncio.Semaphore(args.window)
 
     async def one(path: Path) -> None:
@@ -329,7 +333,7 @@ async def _local(
                 outcome = data
             else:
                 try:
-                    prediction = await repository.classify(images.encoded(data, limits))
+                    prediction = await core.classify(IN_PROCESS, Encoded(data))
                     outcome = Classification(
                         [ClassScore(i, label, p) for i, label, p in prediction.top(args.top_k)],
                         prediction.model_name,

@@ -12,6 +12,8 @@ TFSERVING_GRPC = "tfserving-grpc"
 TFSERVING_REST = "tfserving-rest"
 V2_GRPC = "v2-grpc"
 V2_REST = "v2-rest"
+# The batch tool's --local mode: the core called in the same process, no wire.
+IN_PROCESS = "in-process"
 
 _GRPC_SERVICES = {
     "vggserve.v1.ImageClassifier": NATIVE_GRPC,
