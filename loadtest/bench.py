@@ -1,6 +1,6 @@
 """`python -m loadtest.bench`: served vs in-process throughput, in one run.
 
-    python -m loadtest.bench --model-dir models/vgg-mini          # ~5 minutes on 2 cores
+    python -m loadtest.bench --model-dir models/vgg-mini          # ~9 minutes on 2 cores
 
 Measures on this machine, with the same SavedModel and the same images:
 
@@ -10,8 +10,10 @@ Measures on this machine, with the same SavedModel and the same images:
    in flight, C = 1, 2, 4, ... 64; each level measured over windows until
    three agree within 10%; plus the batch-job paths (ClassifyBatch,
    ClassifyStream);
-3. batching off vs on at the highest concurrency;
-4. serving overhead: a model with negligible compute against a bare grpc.aio
+3. every protocol against native Classify on the same server, at
+   concurrency 32 and 1, in rounds (loadtest.protocol_bench; `--protocols`);
+4. batching off vs on at the highest concurrency;
+5. serving overhead: a model with negligible compute against a bare grpc.aio
    server that answers a constant, with the same client.
 
 Prints a table, writes JSON and a PNG plot (throughput vs p99 latency per
@@ -32,10 +34,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadtest import corpus
-from loadtest.serverproc import bare_server, local_server
+from loadtest import corpus, protocol_bench
+from loadtest.serverproc import Child, bare_server, local_server
 
 LEVELS = (1, 2, 4, 8, 16, 32, 64)
+PROTOCOL_LEVEL = 32  # the concurrency at which protocols are compared (issue 11)
 
 
 def closed_loop(
@@ -47,11 +50,19 @@ def closed_loop(
     *,
     window: float,
     max_seconds: float,
+    protocol: str = "native",
+    child: Child | None = None,
+    model: str = "",
 ) -> dict[str, Any]:
+    """One closed-loop run; with `child` (the server), also its REST URL and CPU per image."""
+    extra = ["--protocol", protocol, "--model", model]
+    if child is not None:
+        extra += ["--server-pid", str(child.process.pid), "--rest-url", child.rest_url or ""]
     command = [
         sys.executable,
         "-m",
         "loadtest.closed_loop",
+        *extra,
         "--target",
         target,
         "--corpus",
@@ -154,6 +165,8 @@ def table(result: dict[str, Any]) -> str:
             f"  {label}: {row['images_per_s']:.1f} images/s "
             f"= {row['images_per_s'] / best:.0%} of in-process"
         )
+    if result.get("protocols"):
+        lines += ["", protocol_bench.table(result["protocols"])]
     r = result["ratios"]
     lines += [
         "",
@@ -202,6 +215,24 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _protocol_measure(
+    child: Child, corpus_dir: Path, model: str, args: argparse.Namespace
+) -> protocol_bench.Measure:
+    def measure(protocol: str, concurrency: int) -> dict[str, Any]:
+        return closed_loop(
+            child.target,
+            corpus_dir,
+            concurrency,
+            window=args.window,
+            max_seconds=args.protocol_max_seconds,
+            protocol=protocol,
+            child=child,
+            model=model,
+        )
+
+    return measure
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m loadtest.bench",
@@ -217,8 +248,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=3.0, help="in-process time per batch size")
     p.add_argument("--window", type=float, default=2.0, help="seconds per measuring window")
     p.add_argument("--max-seconds", type=float, default=20.0, help="cap per served level")
+    p.add_argument(
+        "--protocols",
+        default=",".join(protocol_bench.DEFAULT),
+        help="protocols measured against native Classify at concurrency 32 and 1 "
+        f"(comma list of {', '.join(protocol_bench.PROTOCOLS)}; 'none': skip; "
+        f"default: {','.join(protocol_bench.DEFAULT)})",
+    )
+    p.add_argument("--protocol-rounds", type=int, default=2, help="rounds of the protocol runs")
+    p.add_argument("--protocol-max-seconds", type=float, default=10.0, help="cap per protocol run")
     p.add_argument("--results", default="results/bench")
     args = p.parse_args(argv)
+    try:
+        protocols = protocol_bench.parse(args.protocols)
+    except ValueError as exc:
+        p.error(f"--protocols: {exc}")
     if args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # children inherit it too
     levels = [int(x) for x in args.levels.split(",")]
@@ -264,6 +308,15 @@ def main(argv: list[str] | None = None) -> int:
             print("batch-job paths ...", flush=True)
             batch_path = measure(target, corpus_dir, 2, "batch", args.max_batch_size)
             stream_path = measure(target, corpus_dir, 2 * args.max_batch_size, "stream")
+            by_protocol = None
+            if protocols:
+                by_protocol = protocol_bench.compare(
+                    _protocol_measure(child, corpus_dir, model_dir.name, args),
+                    protocols,
+                    high=PROTOCOL_LEVEL,
+                    rounds=args.protocol_rounds,
+                    progress=lambda line: print(line, flush=True),
+                )
         print("batching off ...", flush=True)
         with local_server(model_dir, [*server_args, "--no-batching"]) as child:
             off = measure(child.target, corpus_dir, levels[-1])
@@ -289,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         "batch_path": batch_path,
         "stream_path": stream_path,
         "batching_off": off,
+        "protocols": by_protocol,
         "overhead": {"trivial": trivial_run, "bare": bare_run},
         "ratios": {
             "served_vs_in_process": best_served["images_per_s"] / best,

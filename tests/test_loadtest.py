@@ -80,6 +80,12 @@ def test_benchmark_writes_table_json_and_plot(model_dir: Path, tmp_path: Path, c
         "32",
         "--max-batch-size",
         "8",
+        "--protocols",
+        "v2-rest",
+        "--protocol-rounds",
+        "1",
+        "--protocol-max-seconds",
+        "1",
         "--results",
         str(tmp_path),
     ]
@@ -91,7 +97,13 @@ def test_benchmark_writes_table_json_and_plot(model_dir: Path, tmp_path: Path, c
     assert result["ratios"]["trivial_vs_bare"] > 0
     assert result["device"].startswith("CPU")
     assert (tmp_path / "bench.png").stat().st_size > 0
-    assert "best served Classify / best in-process" in capsys.readouterr().out
+    rows = {r["protocol"]: r for r in result["protocols"]["summary"]}
+    assert list(rows) == ["native", "v2-rest"]
+    assert rows["v2-rest"]["errors"] == 0 and rows["v2-rest"]["server_cpu_ms_per_image"] > 0
+    assert rows["native"]["throughput_vs_native"] == 1.0
+    out = capsys.readouterr().out
+    assert "best served Classify / best in-process" in out
+    assert "v2-rest" in out and "vs native" in out
 
 
 def test_a_crashed_locust_run_fails_whatever_a_previous_run_left(
