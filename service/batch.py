@@ -387,8 +387,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--backoff", type=float, default=0.5, help="first retry delay in s, doubling (max 30)"
     )
+    p.add_argument(
+        "--explain-dir",
+        metavar="DIR",
+        help="also write a Grad-CAM overlay PNG per answered image into DIR "
+        "(service.batch_explain; needs a server, not --local)",
+    )
     add_connection_flags(p)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.explain_dir and args.local:
+        p.error("--explain-dir needs a server (Explain); drop --local")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -416,6 +425,17 @@ def main(argv: list[str] | None = None) -> int:
         progress.close()
         output.close()
     seconds = time.perf_counter() - started
+    if args.explain_dir and not unanswered:
+        from service.batch_explain import write_overlays
+
+        try:
+            drawn, undrawn = write_overlays(args, [key(p) for p in found if key(p) in output.done])
+        except grpc.RpcError as exc:
+            print(f"error: {args.target}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 2
+        print(
+            f"overlays: {drawn} written, {undrawn} failed, in {args.explain_dir}", file=sys.stderr
+        )
     ok, failed = output.written["ok"], output.written["error"]
     print(
         f"done: {ok} classified, {failed} failed, {skipped} already done, "

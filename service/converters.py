@@ -6,9 +6,9 @@ from protos.vggserve.v1 import classifier_pb2 as pb
 from service import images
 from service.errors import InvalidImage, ServiceError
 from service.grpc_status import rpc_code
-from service.images import ImageInput, Limits
+from service.images import EncodedImage, ImageInput, Limits
 from service.repository import Prediction
-from service.runtime import LoadedModel
+from service.runtime import Explanation, LoadedModel
 
 
 def image(message: pb.Image, limits: Limits) -> ImageInput:
@@ -29,6 +29,28 @@ def response(prediction: Prediction, top_k: int, with_probabilities: bool) -> pb
     if with_probabilities:
         out.probabilities.extend(prediction.probabilities.tolist())
     return out
+
+
+def explain_image(message: pb.Image, limits: Limits) -> EncodedImage:
+    """Explain's image: encoded bytes only (the overlay is drawn on the decoded file)."""
+    checked = image(message, limits)
+    if not isinstance(checked, EncodedImage):
+        raise InvalidImage(
+            "Explain takes encoded image bytes (image.encoded: JPEG/PNG/BMP/GIF), not raw pixels"
+        )
+    return checked
+
+
+def explain_response(
+    prediction: Prediction, explanation: Explanation, top_k: int
+) -> pb.ExplainResponse:
+    return pb.ExplainResponse(
+        classification=response(prediction, top_k, with_probabilities=False),
+        class_index=explanation.class_index,
+        label=prediction.labels[explanation.class_index],
+        heatmap_png=explanation.heatmap_png,
+        overlay_png=explanation.overlay_png,
+    )
 
 
 def result(outcome: pb.ClassifyResponse | ServiceError) -> pb.ImageResult:

@@ -222,6 +222,29 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
             finally:
                 reader.cancel()
 
+    async def Explain(
+        self, request: pb.ExplainRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExplainResponse:
+        async with answer("Explain", context, self.metrics):
+            class_index = request.class_index if request.HasField("class_index") else None
+            try:
+                image = converters.explain_image(request.image, self.limits)
+                prediction, explanation = await self.repository.explain(
+                    image, class_index, request.model_version, _deadline(context)
+                )
+            except ServiceError as exc:
+                self.metrics.record_image(exc.code)
+                raise
+            except asyncio.CancelledError:
+                self.metrics.record_image("CANCELLED")
+                raise
+            except Exception:
+                self.metrics.record_image("INTERNAL")
+                raise
+            self.metrics.record_image("OK")
+            return converters.explain_response(prediction, explanation, request.top_k)
+        raise AssertionError("unreachable")
+
     async def GetModelMetadata(
         self, request: pb.GetModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadata:
