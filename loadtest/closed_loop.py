@@ -59,12 +59,18 @@ async def unary_worker(
     offset: int,
     recorder: Recorder,
     stop: asyncio.Event,
+    explain: bool = False,
 ) -> None:
     i = offset
     while not stop.is_set():
         started = time.perf_counter()
         try:
-            if batch == 1:
+            if explain:
+                await stub.Explain(
+                    pb.ExplainRequest(image=pb.Image(encoded=images[i % len(images)]), top_k=5),
+                    timeout=60,
+                )
+            elif batch == 1:
                 await stub.Classify(
                     pb.ClassifyRequest(image=pb.Image(encoded=images[i % len(images)]), top_k=5),
                     timeout=60,
@@ -137,7 +143,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             batch = args.batch if args.mode == "batch" else 1
             workers = [
-                asyncio.create_task(unary_worker(stub, images, batch, k * 7, recorder, stop))
+                asyncio.create_task(
+                    unary_worker(stub, images, batch, k * 7, recorder, stop, args.mode == "explain")
+                )
                 for k in range(args.concurrency)
             ]
         await asyncio.sleep(args.warmup)
@@ -186,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target", required=True)
     p.add_argument("--corpus", required=True, help="folder of encoded images")
     p.add_argument("--concurrency", type=int, default=1, help="requests (or images) in flight")
-    p.add_argument("--mode", choices=["classify", "batch", "stream"], default="classify")
+    p.add_argument("--mode", choices=["classify", "batch", "stream", "explain"], default="classify")
     p.add_argument("--batch", type=int, default=32, help="images per ClassifyBatch call")
     p.add_argument("--window", type=float, default=2.0, help="seconds per measurement window")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")
