@@ -23,6 +23,9 @@ from model.preprocessing import PreprocessConfig, decode, preprocess_encoded_bat
 
 # How much of the colour map covers the image in an overlay.
 OVERLAY_ALPHA = 0.45
+# zlib level 1: a third of the default level's time (1.3 vs 4.1 ms for a
+# 128x128 overlay here) for files within 1% of its size.
+_PNG_COMPRESSION = 1
 # Keeps log() finite for a class the model rules out entirely.
 _EPSILON = 1e-12
 
@@ -116,12 +119,14 @@ def overlay_png(encoded: tf.Tensor, heat: tf.Tensor, max_pixels: int | None) -> 
     size = tf.shape(image)[:2]
     resized = tf.image.resize(heat[..., None], size, method="bilinear")[..., 0]
     blended = (1.0 - OVERLAY_ALPHA) * image + OVERLAY_ALPHA * 255.0 * colourise(resized)
-    return tf.io.encode_png(tf.cast(tf.clip_by_value(tf.round(blended), 0.0, 255.0), tf.uint8))
+    pixels = tf.cast(tf.clip_by_value(tf.round(blended), 0.0, 255.0), tf.uint8)
+    return tf.io.encode_png(pixels, compression=_PNG_COMPRESSION)
 
 
 def heatmap_png(heat: tf.Tensor) -> tf.Tensor:
     """PNG bytes of one heatmap [h, w] in [0, 1], greyscale (white = hottest)."""
-    return tf.io.encode_png(tf.cast(tf.round(heat * 255.0), tf.uint8)[..., None])
+    grey = tf.cast(tf.round(heat * 255.0), tf.uint8)[..., None]
+    return tf.io.encode_png(grey, compression=_PNG_COMPRESSION)
 
 
 def endpoint(model: keras.Model, preprocess: PreprocessConfig) -> tf.types.experimental.Function:

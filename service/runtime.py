@@ -221,7 +221,7 @@ class LoadedModel:
             outcomes[position] = row
 
     def warm_up(self, batch_sizes: Sequence[int]) -> float:
-        """Runs each batch size once on both signatures; returns the seconds taken.
+        """Runs each batch size once on every signature; returns the seconds taken.
 
         The first call at a new batch size pays for graph and kernel set-up;
         paying it here keeps it out of the first clients' latency.
@@ -241,7 +241,8 @@ class LoadedModel:
             self._run_pixels([sample] * size)
         if self._gradcam is not None:
             jpeg = EncodedImage(image, "JPEG", self.preprocess.height, self.preprocess.width)
-            self._run_gradcam([ExplainInput(jpeg, -1)])
+            for size in batch_sizes:
+                self._run_gradcam([ExplainInput(jpeg, -1)] * size)
         return time.perf_counter() - started
 
 
