@@ -1,4 +1,4 @@
-"""Explain vs Classify on one server, one run: `python scripts/explain_bench.py MODEL_DIR`.
+"""Explain vs Classify on one server, one run: `python -m loadtest.explain_bench MODEL_DIR [1,8]`.
 
 A local server on MODEL_DIR; the closed-loop client (its own process) keeps C
 requests in flight, Classify then Explain, at each level, on 128x128 JPEGs.
