@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 import grpc
 
@@ -16,6 +17,8 @@ from service.grpc_status import answer
 from service.images import Limits
 from service.metrics import Metrics
 from service.repository import ModelRepository
+
+T = TypeVar("T")
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
@@ -52,11 +55,18 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
     async def _classify(
         self, message: pb.Image, top_k: int, with_probs: bool, version: int, deadline: float | None
     ) -> pb.ClassifyResponse:
-        # Every image is counted here, whatever stops it (the header check, the
-        # version, the queue, the deadline, the decoder), once.
-        try:
+        async def work() -> pb.ClassifyResponse:
             image = converters.image(message, self.limits)
             prediction = await self.repository.classify(image, version, deadline)
+            return converters.response(prediction, top_k, with_probs)
+
+        return await self._counted(work())
+
+    async def _counted(self, work: Awaitable[T]) -> T:
+        """Runs one image's work, counting the image once whatever stops it (the
+        header check, the version, the queue, the deadline, the decoder)."""
+        try:
+            answer = await work
         except ServiceError as exc:
             self.metrics.record_image(exc.code)
             raise
@@ -67,7 +77,7 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
             self.metrics.record_image("INTERNAL")
             raise
         self.metrics.record_image("OK")
-        return converters.response(prediction, top_k, with_probs)
+        return answer
 
     async def _result(self, answer: Awaitable[pb.ClassifyResponse]) -> pb.ImageResult:
         """One image's outcome: its response, or its own error (batch-mates go on)."""
@@ -227,22 +237,16 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
     ) -> pb.ExplainResponse:
         async with answer("Explain", context, self.metrics):
             class_index = request.class_index if request.HasField("class_index") else None
-            try:
+            deadline = _deadline(context)
+
+            async def work() -> pb.ExplainResponse:
                 image = converters.explain_image(request.image, self.limits)
                 prediction, explanation = await self.repository.explain(
-                    image, class_index, request.model_version, _deadline(context)
+                    image, class_index, request.model_version, deadline
                 )
-            except ServiceError as exc:
-                self.metrics.record_image(exc.code)
-                raise
-            except asyncio.CancelledError:
-                self.metrics.record_image("CANCELLED")
-                raise
-            except Exception:
-                self.metrics.record_image("INTERNAL")
-                raise
-            self.metrics.record_image("OK")
-            return converters.explain_response(prediction, explanation, request.top_k)
+                return converters.explain_response(prediction, explanation, request.top_k)
+
+            return await self._counted(work())
         raise AssertionError("unreachable")
 
     async def GetModelMetadata(
