@@ -4,8 +4,8 @@ Grad-CAM (Selvaraju et al. 2017) weights each feature map of the last
 convolution by the mean gradient of the class score over that map, sums them,
 keeps the positive part and scales the result to [0, 1]. The score here is the
 log of the class's probability: the softmax is fused into the model's last
-layer, so the logit is not at hand, and the log keeps the gradient from
-vanishing where the softmax saturates less than the probability itself would.
+layer, so the logit is not at hand, and the log's gradient (dp / p) does not
+shrink with p as the probability's own gradient would.
 
 Everything below is graph code, so `model.export` can put it in the SavedModel
 as the `gradcam` signature: the server calls it like any other signature, and
@@ -66,7 +66,7 @@ def explain_model(model: keras.Model) -> keras.Model:
 
 def gradcam(
     explainer: keras.Model, batch: tf.Tensor, class_index: tf.Tensor
-) -> tuple[tf.Tensor, tf.Tensor]:
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Grad-CAM heatmaps of a preprocessed batch.
 
     Args:
@@ -76,7 +76,8 @@ def gradcam(
 
     Returns:
         heatmaps float32 `(n, height, width)` in [0, 1] (all zero when no
-        region raises the score), and the probabilities `(n, num_classes)`.
+        region raises the score), the probabilities `(n, num_classes)` and
+        the classes explained, int32 `(n,)`.
     """
     with tf.GradientTape() as tape:
         maps, probabilities = explainer(batch, training=False)
@@ -98,7 +99,7 @@ def gradcam(
     cam = tf.math.divide_no_nan(cam, peak)
     size = tf.shape(batch)[1:3]
     heat = tf.image.resize(cam[..., None], size, method="bilinear")[..., 0]
-    return tf.clip_by_value(heat, 0.0, 1.0), probabilities
+    return tf.clip_by_value(heat, 0.0, 1.0), probabilities, chosen
 
 
 def colourise(heat: tf.Tensor) -> tf.Tensor:
@@ -148,10 +149,7 @@ def endpoint(model: keras.Model, preprocess: PreprocessConfig) -> tf.types.exper
     )
     def explain(images: tf.Tensor, class_index: tf.Tensor) -> dict[str, tf.Tensor]:
         batch = preprocess_encoded_batch(images, preprocess)
-        heat, probabilities = gradcam(explainer, batch, class_index)
-        chosen = tf.where(
-            class_index < 0, tf.argmax(probabilities, axis=-1, output_type=tf.int32), class_index
-        )
+        heat, probabilities, chosen = gradcam(explainer, batch, class_index)
         overlays = tf.map_fn(
             lambda pair: overlay_png(pair[0], pair[1], preprocess.max_pixels),
             (images, heat),
