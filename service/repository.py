@@ -23,7 +23,13 @@ from service.batcher import Batcher
 from service.errors import InvalidRequest, NotExplainable, Unavailable, VersionNotFound
 from service.images import EncodedImage, ImageInput
 from service.metrics import Metrics
-from service.runtime import ExplainInput, Explanation, LoadedModel, ModelLoadError
+from service.runtime import (
+    EXPLAIN_MAX_BATCH,
+    ExplainInput,
+    Explanation,
+    LoadedModel,
+    ModelLoadError,
+)
 from service.settings import Settings
 from service.versions import VersionPolicy
 
@@ -64,7 +70,9 @@ class ServedVersion:
         if model.can_explain:
             self.explainer = Batcher(
                 model.explain,
-                max_batch_size=settings.max_batch_size if settings.batching else 1,
+                max_batch_size=(
+                    min(settings.max_batch_size, EXPLAIN_MAX_BATCH) if settings.batching else 1
+                ),
                 max_wait_s=settings.batch_timeout_s if settings.batching else 0.0,
                 max_queue=settings.max_queue,
                 workers=1,
