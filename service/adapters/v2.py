@@ -265,7 +265,9 @@ def server_metadata(extensions: Sequence[str] = EXTENSIONS) -> dict[str, Any]:
 
 
 def model_ready(core: Core, name: str, version: str) -> bool:
-    """True when `name` is this model and the version (or the latest) is loaded."""
+    """True when the server takes traffic and serves `name` at that version (0: latest)."""
+    if not core.serving:
+        return False
     try:
         check_model(core, name)
         core.repository.get(parse_version(version))
@@ -275,6 +277,9 @@ def model_ready(core: Core, name: str, version: str) -> bool:
 
 
 def server_ready(core: Core) -> bool:
+    """True when the server takes traffic (warm, not draining) and a version is loaded."""
+    if not core.serving:
+        return False
     try:
         core.repository.get(0)
     except ServiceError:  # nothing loaded yet, or shutting down

@@ -44,6 +44,11 @@ class Core:
         self.repository = repository
         self.metrics = metrics
         self.limits = limits
+        # Whether the server wants new traffic: False until the model is warm
+        # and from the start of a drain (the server sets it). Every protocol's
+        # readiness answer reads it, so a load balancer of any kind sees the
+        # drain at once; calls that do arrive are still answered meanwhile.
+        self.serving = False
 
     def validate(self, raw: RawImage) -> ImageInput:
         """The checked image, or InvalidImage naming the fault (headers only, no decoding)."""
