@@ -114,20 +114,25 @@ def fit(
     except PEER_ERRORS as exc:
         raise WorkerLost(
             f"worker {role.index} of {role.workers}: training stopped because another worker "
-            f"died or stopped answering ({type(exc).__name__}: {_reason(exc)}); restart every "
+            f"died or stopped answering ({_reason(exc, role.index)}); restart every "
             f"worker to train again (a step waits at most --collective-timeout "
             f"{options.collective_timeout:g} s)"
         ) from exc
 
 
-def _reason(exc: tf.errors.OpError) -> str:
-    """TensorFlow's one-line reason: which task stopped sending heartbeats, when it says."""
+def _reason(exc: tf.errors.OpError, own_index: int) -> str:
+    """One line out of TensorFlow's message (which embeds the graph's traceback):
+    which worker failed, and how, when it says."""
     text = " ".join((exc.message or "").split())
-    unhealthy = re.search(r"unhealthy \(([^)]*)\): (\S+)", text)
-    if unhealthy:
-        return f"{unhealthy.group(2)} {unhealthy.group(1)}"
-    text = text.removeprefix("Graph execution error:").strip()
-    return text.split(" Detected at node")[0][:300] or type(exc).__name__
+    tasks = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:(\d+)", text)) - {str(own_index)})
+    peer = f"worker {', '.join(tasks)}" if tasks else "a worker"
+    if "stopped sending heartbeats" in text:
+        return f"{peer} stopped sending heartbeats"
+    if "Connection refused" in text or "failed to connect" in text:
+        return f"{peer} refuses connections"
+    if isinstance(exc, tf.errors.DeadlineExceededError):
+        return f"{peer} did not answer in time"
+    return text.split(" Detected at node")[0].removeprefix("Graph execution error:")[:300]
 
 
 def _fit(
