@@ -54,6 +54,10 @@ PEER_ERRORS = (
 )
 
 
+class ClusterConfigError(Exception):
+    """The workers' settings do not describe a cluster; the message says why."""
+
+
 class WorkerLost(Exception):
     """A collective failed: a peer died or stopped answering; the message says which."""
 
@@ -71,8 +75,29 @@ class Role:
         return self.index == 0
 
 
+def tf_config_from_env(env: dict[str, str]) -> str | None:
+    """TF_CONFIG built from VGGSERVE_WORKER_HOSTS ("host:port,host:port") and this
+    worker's index (VGGSERVE_WORKER_INDEX, else JOB_COMPLETION_INDEX, which a
+    Kubernetes Indexed Job sets in each pod): a manifest can then give every pod
+    the same settings. None when TF_CONFIG is set or no hosts are named."""
+    hosts = [h.strip() for h in env.get("VGGSERVE_WORKER_HOSTS", "").split(",") if h.strip()]
+    if env.get("TF_CONFIG") or not hosts:
+        return None
+    index = env.get("VGGSERVE_WORKER_INDEX") or env.get("JOB_COMPLETION_INDEX")
+    if index is None or not index.isdigit() or int(index) >= len(hosts):
+        raise ClusterConfigError(
+            f"VGGSERVE_WORKER_HOSTS names {len(hosts)} workers but this worker's index "
+            f"(VGGSERVE_WORKER_INDEX or JOB_COMPLETION_INDEX) is {index!r}"
+        )
+    task = {"type": "worker", "index": int(index)}
+    return json.dumps({"cluster": {"worker": hosts}, "task": task})
+
+
 def strategy(timeout_s: float) -> tf.distribute.MultiWorkerMirroredStrategy:
     """The strategy for TF_CONFIG's cluster; collectives give up after `timeout_s`."""
+    built = tf_config_from_env(dict(os.environ))
+    if built is not None:
+        os.environ["TF_CONFIG"] = built
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_s)
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
@@ -112,6 +137,7 @@ def fit(
     try:
         return _fit(model, plan, train_set, val_set, options, throughput, strat, role)
     except PEER_ERRORS as exc:
+        log.error("a collective failed: %s", exc.message)  # TensorFlow's whole account
         raise WorkerLost(
             f"worker {role.index} of {role.workers}: training stopped because another worker "
             f"died or stopped answering ({_reason(exc, role.index)}); restart every "
@@ -123,16 +149,21 @@ def fit(
 def _reason(exc: tf.errors.OpError, own_index: int) -> str:
     """One line out of TensorFlow's message (which embeds the graph's traceback):
     which worker failed, and how, when it says."""
-    text = " ".join((exc.message or "").split())
+    message = exc.message or ""
+    text = " ".join(message.split())
     tasks = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:(\d+)", text)) - {str(own_index)})
     peer = f"worker {', '.join(tasks)}" if tasks else "a worker"
     if "stopped sending heartbeats" in text:
         return f"{peer} stopped sending heartbeats"
-    if "Connection refused" in text or "failed to connect" in text:
-        return f"{peer} refuses connections"
+    for sign in ("Connection refused", "failed to connect", "Connection reset"):
+        if sign in text:
+            return f"{peer}: {sign.lower()}"
     if isinstance(exc, tf.errors.DeadlineExceededError):
         return f"{peer} did not answer in time"
-    return text.split(" Detected at node")[0].removeprefix("Graph execution error:")[:300]
+    # The first line that is not the traceback of the node that failed.
+    lines = [line.strip() for line in message.splitlines()]
+    said = [line for line in lines if line and not line.startswith(("Detected at node", "File"))]
+    return f"{peer}: {said[-1][:200] if said else type(exc).__name__}"
 
 
 def _fit(

@@ -382,7 +382,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         result = train(options)
-    except (DatasetError, FileExistsError, transfer.TransferError) as exc:
+    except (
+        DatasetError,
+        FileExistsError,
+        transfer.TransferError,
+        distributed.ClusterConfigError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except BelowMinAccuracy as exc:

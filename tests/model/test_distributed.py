@@ -133,4 +133,5 @@ def test_a_worker_that_dies_fails_the_run_with_a_clear_error(tmp_path: Path) -> 
     last = chief_log.read_text().strip().splitlines()[-1]
     assert code == 4, chief_log.read_text()[-3000:]
     assert last.startswith("error: worker 0 of 2: training stopped because another worker died")
-    assert "(worker 1 " in last  # names the worker that died
+    # How TensorFlow learns of it varies (heartbeats, a refused or reset connection).
+    assert re.search(r"\((worker 1|a worker)\b", last), last
