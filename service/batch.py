@@ -348,8 +348,10 @@ async def _local(
     async def one(path: Path) -> None:
         try:
             data = await asyncio.to_thread(read_image_file, path)
-            result: Prediction | ServiceError | str = data if isinstance(data, str) else ""
-            if not isinstance(data, str):
+            result: Prediction | ServiceError | str
+            if isinstance(data, str):
+                result = data  # unreadable: the reason is the row
+            else:
                 try:
                     result = await repository.classify(images.encoded(data, limits))
                 except ServiceError as exc:

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pytest
 
 from model import layout
 from model.preprocessing import preprocess_encoded_batch
 from tests.conftest import encode, random_pixels
 from tests.service.conftest import RunningServer, settings_for
 
+pytestmark = pytest.mark.slow  # worker processes each load TensorFlow
 ROOT = Path(__file__).resolve().parents[2]
 # A tiny network on a tiny synthetic set: a few 50-step epochs take seconds.
 TINY_ARGS = [

@@ -1,11 +1,10 @@
-"""The batch tool's Ray engine: one Ray instance on loopback for the module, joined
-by the tool with --ray-address (as a user joins a cluster)."""
+"""The batch tool's Ray engine: the local Ray instance it starts, kept for the module
+and joined by the tool with --ray-address (as a user joins a cluster)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,24 +14,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service import batch_ray
 from service.batch import main
 from tests.conftest import encode
 from tests.service.test_batch import read_rows
 
+pytestmark = pytest.mark.slow  # Ray workers each load TensorFlow
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = 120
 
 
 @pytest.fixture(scope="module")
 def ray_address() -> Iterator[str]:
+    """The Ray instance the tool starts without --ray-address, kept for the module."""
     import ray
 
-    # Loopback only (Ray advertises the machine's interface address otherwise), quiet.
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    context = ray.init(include_dashboard=False, num_cpus=2, log_to_driver=False)
+    assert batch_ray.start(None)
     try:
-        yield context.address_info["address"]
+        # Loopback only: Ray advertises the machine's interface address otherwise.
+        assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
+        yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
 
