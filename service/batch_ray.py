@@ -110,15 +110,17 @@ class Classifier:
 
 def start(address: str | None) -> bool:
     """Connects to Ray; returns whether this call started it (and so must stop it)."""
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        # A local instance for this run: on loopback (Ray otherwise advertises and
+        # listens on the machine's interface address), without usage reports or a
+        # dashboard. Ray reads the first variable when it is imported: set first.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
     if ray.is_initialized():  # a caller (a notebook, a test) already joined a cluster
         return False
     if address is None:
-        # A local instance for this run: on loopback (Ray otherwise advertises the
-        # machine's interface address), without usage reports or a dashboard.
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
     else:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
@@ -131,9 +133,9 @@ def run(args: argparse.Namespace, todo: list[Path], output: Output, progress: tq
     version_dir = latest_version(args.model)
     if not todo:
         return 0
+    started = start(args.ray_address)
     import ray
 
-    started = start(args.ray_address)
     try:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # ours counts rows as they are written

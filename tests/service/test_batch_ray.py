@@ -27,9 +27,9 @@ IMAGES = 120
 @pytest.fixture(scope="module")
 def ray_address() -> Iterator[str]:
     """The Ray instance the tool starts without --ray-address, kept for the module."""
-    import ray
-
     assert batch_ray.start(None)
+    import ray  # after start(), which sets what Ray reads on import
+
     try:
         # Loopback only: Ray advertises the machine's interface address otherwise.
         assert {node["NodeManagerAddress"] for node in ray.nodes()} == {"127.0.0.1"}
