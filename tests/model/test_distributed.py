@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 from model import layout
+from model.distributed import ClusterConfigError, tf_config_from_env
 from model.preprocessing import preprocess_encoded_batch
+from model.train import parse_args as train_args
 from tests.conftest import encode, random_pixels
 from tests.service.conftest import RunningServer, settings_for
 
-pytestmark = pytest.mark.slow  # worker processes each load TensorFlow
 ROOT = Path(__file__).resolve().parents[2]
 # A tiny network on a tiny synthetic set: a few 50-step epochs take seconds.
 TINY_ARGS = [
@@ -81,6 +82,7 @@ def digest(log: Path) -> str:
     return found
 
 
+@pytest.mark.slow  # worker processes each load TensorFlow
 def test_two_workers_train_in_sync_and_the_chief_exports_what_it_trained(tmp_path: Path) -> None:
     workers = start_workers(tmp_path, "--epochs", "2")
     try:
@@ -119,6 +121,7 @@ def test_two_workers_train_in_sync_and_the_chief_exports_what_it_trained(tmp_pat
         server.stop()
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_fails_the_run_with_a_clear_error(tmp_path: Path) -> None:
     workers = start_workers(tmp_path, "--epochs", "500", "--collective-timeout", "60")
     (chief, _, chief_log), (other, _, other_log) = workers
@@ -137,3 +140,21 @@ def test_a_worker_that_dies_fails_the_run_with_a_clear_error(tmp_path: Path) -> 
     assert last.startswith("error: worker 0 of 2: training stopped because another worker died")
     # How TensorFlow learns of it varies (heartbeats, a refused or reset connection).
     assert re.search(r"\((worker 1|a worker)\b", last), last
+
+
+def test_worker_hosts_and_an_index_make_tf_config() -> None:
+    hosts = {"VGGSERVE_WORKER_HOSTS": "a:2222, b:2222"}
+    assert json.loads(tf_config_from_env({**hosts, "VGGSERVE_WORKER_INDEX": "1"}) or "") == {
+        "cluster": {"worker": ["a:2222", "b:2222"]},
+        "task": {"type": "worker", "index": 1},
+    }
+    assert tf_config_from_env({**hosts, "TF_CONFIG": "{}"}) is None  # TF_CONFIG wins
+    assert tf_config_from_env({}) is None  # one worker
+    with pytest.raises(ClusterConfigError, match="names 2 workers but this worker's index"):
+        tf_config_from_env({**hosts, "JOB_COMPLETION_INDEX": "2"})
+
+
+def test_distributed_refuses_transfer_learning(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        train_args(["--distributed", "--preset", "vgg16", "--weights", "imagenet"])
+    assert "--distributed trains networks from scratch" in capsys.readouterr().err

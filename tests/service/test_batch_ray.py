@@ -19,7 +19,6 @@ from service.batch import main
 from tests.conftest import encode
 from tests.service.test_batch import read_rows
 
-pytestmark = pytest.mark.slow  # Ray workers each load TensorFlow
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = 120
 
@@ -52,6 +51,7 @@ def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.mark.slow  # Ray workers each load TensorFlow
 def test_ray_rows_equal_local_rows_and_bad_files_are_error_rows(
     ray_address: str, model_dir: Path, photos: Path, tmp_path: Path
 ) -> None:
@@ -79,6 +79,7 @@ def test_ray_rows_equal_local_rows_and_bad_files_are_error_rows(
             ]
 
 
+@pytest.mark.slow
 def test_a_killed_ray_job_resumes_with_one_row_per_image(
     ray_address: str, model_dir: Path, photos: Path, tmp_path: Path
 ) -> None:
@@ -105,3 +106,29 @@ def test_a_killed_ray_job_resumes_with_one_row_per_image(
     assert main(args) == 1  # the two bad files
     paths = [r["path"] for r in read_rows(out)]
     assert len(paths) == len(set(paths)) == IMAGES + 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--engine", "ray"], "--engine ray needs --model MODEL_DIR"),
+        (["--engine", "ray", "--local", "m"], "--local MODEL_DIR is --engine local --model"),
+        (["--engine", "ray", "--model", "m", "--ray-actors", "0"], "--ray-actors must be at"),
+    ],
+)
+def test_engine_flags_are_checked_before_anything_runs(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["photos/", "--out", str(tmp_path / "out.csv"), *argv])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_a_model_folder_without_versions_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "photo.png").write_bytes(encode(np.zeros((8, 8, 3), np.uint8)))
+    out = tmp_path / "out.csv"
+    argv = [str(tmp_path / "photo.png"), "--out", str(out), "--engine", "ray", "--model"]
+    assert main([*argv, str(tmp_path / "empty")]) == 2
+    assert f"error: no exported version under {tmp_path / 'empty'}" in capsys.readouterr().err
