@@ -4,7 +4,7 @@
     .venv/bin/python scripts/batch_engines_bench.py --model models/vgg-mini --images 5000
 
 Writes --images PNG files of 64x64 (random pixels, seed 0) once, then runs
-`python -m service.batch` over them once per engine, each into a fresh output
+`python -m vggclient.batch` over them once per engine, each into a fresh output
 file, and watches that file from outside (every 20 ms): the whole command's
 time, the time to its first row (start-up: TensorFlow, the model, Ray), and
 images/s from the first row to the last (the rate a large job settles at).
@@ -79,7 +79,7 @@ def main() -> int:
     work = Path(args.work)
     photos = work / f"photos-{args.images}"
     write_images(photos, args.images)
-    batch = [sys.executable, "-m", "service.batch", str(photos)]
+    batch = [sys.executable, "-m", "vggclient.batch", str(photos)]
     engines = {
         "--local": ["--local", args.model],
         "--engine ray (1 actor)": ["--engine", "ray", "--model", args.model],
@@ -96,7 +96,7 @@ def main() -> int:
     )
     results = {}
     try:
-        from service.client import Client
+        from vggclient.client import Client
 
         with Client(f"127.0.0.1:{args.port}") as client:
             client.wait_until_serving(timeout=300)

@@ -82,7 +82,7 @@ def test_compose_file_validates(compose: dict) -> None:
 def test_server_is_health_checked_scalable_and_waits_for_training(compose: dict) -> None:
     server = compose["services"]["server"]
     assert "ports" not in server, "replicas must not bind a fixed host port"
-    assert "service.healthcheck" in " ".join(server["healthcheck"]["test"])
+    assert "vggclient.healthcheck" in " ".join(server["healthcheck"]["test"])
     assert server["depends_on"]["train"]["condition"] == "service_completed_successfully"
     assert server["environment"]["VGGSERVE_MODEL_DIR"] == "/models/vgg-mini"
     assert server["deploy"]["resources"]["limits"]["memory"]
@@ -142,7 +142,7 @@ def test_dockerfile_passes_hadolint() -> None:
 def test_dockerfile_runs_as_non_root_with_a_grpc_healthcheck() -> None:
     final_users = re.findall(r"^USER (\S+)", DOCKERFILE, re.M)
     assert final_users and all(user != "root" for user in final_users)
-    assert re.search(r"^HEALTHCHECK .*service\.healthcheck", DOCKERFILE, re.M | re.S)
+    assert re.search(r"^HEALTHCHECK .*vggclient\.healthcheck", DOCKERFILE, re.M | re.S)
 
 
 def test_dockerfile_installs_only_pinned_dependencies() -> None:

@@ -129,9 +129,11 @@ def test_env_names_flags_and_ports_match_the_settings(name: str) -> None:
         assert var.startswith(ENV_PREFIX) and var.removeprefix(ENV_PREFIX) in fields, var
     settings = settings_of(container)  # exits (SystemExit) on any unknown flag or bad value
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": settings.port, "metrics": settings.metrics_port}
+    # REST and /metrics share the http port (no separate metrics port).
+    assert ports == {"grpc": settings.port, "http": settings.rest_port}
+    assert settings.metrics_port == -1
     annotations = one("Deployment", name)["spec"]["template"]["metadata"]["annotations"]
-    assert annotations["prometheus.io/port"] == str(settings.metrics_port)
+    assert annotations["prometheus.io/port"] == str(settings.rest_port)
     assert annotations["prometheus.io/path"] == "/metrics"
 
 

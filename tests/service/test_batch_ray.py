@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service import batch_ray
-from service.batch import main
 from tests.conftest import encode
 from tests.service.test_batch import read_rows
+from vggclient import batch_ray
+from vggclient.batch import main
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = 120
@@ -87,7 +87,7 @@ def test_a_killed_ray_job_resumes_with_one_row_per_image(
     args = [str(photos), "--out", str(out), "--engine", "ray", "--model", str(model_dir)]
     args += ["--ray-address", ray_address, "--batch-size", "1"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "service.batch", *args],
+        [sys.executable, "-m", "vggclient.batch", *args],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -22,8 +22,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from loadtest.serverproc import local_server
 from protos.vggserve.v1 import classifier_pb2 as pb
-from service.client import Client
 from tests.conftest import encode, random_pixels
+from vggclient.client import Client
 
 GRACE_S = 2.0
 DRAIN_S = 20.0

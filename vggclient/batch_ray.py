@@ -1,13 +1,13 @@
-"""Batch inference on Ray Data: `python -m service.batch ... --engine ray`.
+"""Batch inference on Ray Data: `python -m vggclient.batch ... --engine ray`.
 
-The same inputs, flags and rows as the other engines (service.batch lists the
+The same inputs, flags and rows as the other engines (vggclient.batch lists the
 images, recovers the output file and writes every row); here Ray runs the
 work, on this machine or across a cluster (--ray-address):
 
     paths --from_items--> read_files (Ray tasks: bytes, or why not)
           --map_batches--> Classifier (Ray actors, --ray-actors of them, each
                            loading the SavedModel once and calling its
-                           serving_default through service.runtime)
+                           serving_default through service.core.runtime)
           --iter_batches--> this process: one row per image, appended and flushed
 
 Rows are written by this process only, through the same `Output` as the other
@@ -35,12 +35,12 @@ import numpy as np
 from tqdm import tqdm
 
 from model import layout
-from service import images
-from service.batch import EngineError, Output, Row, classified, key, read_image_file
-from service.errors import ServiceError
+from service.core import images
+from service.core.errors import ServiceError
 from service.settings import Settings
+from vggclient.batch import EngineError, Output, Row, classified, key, read_image_file
 
-log = logging.getLogger("service.batch")
+log = logging.getLogger("vggclient.batch")
 
 # A block is this many batches: a kill loses at most the blocks in flight, and
 # a million images are still a manageable number of blocks.
@@ -74,7 +74,7 @@ class Classifier:
     """Ray actor: one SavedModel load, then one row (as JSON) per image of each batch."""
 
     def __init__(self, version_dir: str, name: str, top_k: int) -> None:
-        from service.runtime import LoadedModel  # TensorFlow: in the actor, not the driver
+        from service.core.runtime import LoadedModel  # TensorFlow: in the actor, not the driver
 
         self.model = LoadedModel(name, Path(version_dir))
         defaults = Settings(model_dir=version_dir)  # the limits the server and --local apply
@@ -82,7 +82,7 @@ class Classifier:
         self.top_k = top_k
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from service.repository import Prediction
+        from service.core.repository import Prediction
 
         paths = [str(p) for p in batch["path"]]
         rows: list[Row | None] = [None] * len(paths)

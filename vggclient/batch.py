@@ -1,8 +1,8 @@
-"""Batch inference over files and folders: `python -m service.batch`.
+"""Batch inference over files and folders: `python -m vggclient.batch`.
 
-    python -m service.batch photos/ more.jpg --out predictions.csv
-    python -m service.batch photos/ --out predictions.jsonl --local models/vgg-mini
-    python -m service.batch photos/ --out predictions.jsonl --engine ray --model models/vgg-mini
+    python -m vggclient.batch photos/ more.jpg --out predictions.csv
+    python -m vggclient.batch photos/ --out predictions.jsonl --local models/vgg-mini
+    python -m vggclient.batch photos/ --out predictions.jsonl --engine ray --model models/vgg-mini
 
 Streams images through ClassifyStream with a bounded window of images in
 flight, so memory stays flat however large the folder. Rows are appended and
@@ -17,7 +17,7 @@ image has an ok row, 1 when this run wrote an error row, 2 when some image
 has no answer (the server could not be reached, or --max-retries consecutive
 attempts made no progress). --local runs the SavedModel in this process with
 the server's own batching, no server needed. --engine ray runs the SavedModel
-in Ray actors fed by Ray Data (service.batch_ray), on this machine or a cluster
+in Ray actors fed by Ray Data (vggclient.batch_ray), on this machine or a cluster
 (--ray-address); its rows are the same and go through the same output file.
 """
 
@@ -42,7 +42,7 @@ import grpc
 from tqdm import tqdm
 
 from model.data import IMAGE_SUFFIXES
-from service.client import (
+from vggclient.client import (
     Classification,
     ClassScore,
     Client,
@@ -50,10 +50,10 @@ from service.client import (
     add_connection_flags,
     client_from_args,
 )
-from service.errors import ServiceError
 
 if TYPE_CHECKING:  # the server's core: only the in-process engines load it
-    from service.repository import Prediction
+    from service.core.errors import ServiceError
+    from service.core.repository import Prediction
 
 FIELDS = ("path", "status", "label", "probability", "top_k", "model", "version", "error")
 
@@ -70,7 +70,7 @@ MESSAGE_OVERHEAD = 1024
 # A whole stream may also end CANCELLED when a draining server runs out of time.
 RECONNECT = RETRYABLE | {grpc.StatusCode.CANCELLED}
 
-log = logging.getLogger("service.batch")
+log = logging.getLogger("vggclient.batch")
 
 
 @dataclass
@@ -105,6 +105,8 @@ class Row:
 def classified(path: str, result: Prediction | ServiceError | str, top_k: int) -> Row:
     """The row of one image the model answered in this process (--local, Ray actors):
     the classes, the core's refusal, or why the file could not be read."""
+    from service.core.errors import ServiceError
+
     outcome: Classification | ImageError | str
     if isinstance(result, ServiceError):
         outcome = ImageError(grpc.StatusCode[result.code], result.message)
@@ -332,17 +334,22 @@ async def _local(
     args: argparse.Namespace, todo: list[Path], output: Output, progress: tqdm
 ) -> None:
     """The server's own core (validation, batcher, runtime) in this process."""
-    from service import images
-    from service.metrics import Metrics
-    from service.repository import ModelRepository
+    from service.core.classify import Core, Encoded
+    from service.core.errors import ServiceError
+    from service.core.images import Limits
+    from service.core.metrics import Metrics
+    from service.core.protocols import IN_PROCESS
+    from service.core.repository import ModelRepository
+    from service.core.watcher import VersionWatcher
     from service.settings import Settings
 
     settings = Settings(
         model_dir=args.model, max_batch_size=args.batch_size, poll_interval_s=0, metrics_port=-1
     )
-    repository = ModelRepository(settings, Metrics())
-    await repository.load()
-    limits = images.Limits(settings.max_message_bytes, settings.max_image_pixels)
+    metrics = Metrics()
+    repository = ModelRepository(settings, metrics)
+    await VersionWatcher(repository, settings, metrics).load()
+    core = Core(repository, metrics, Limits(settings.max_message_bytes, settings.max_image_pixels))
     window = asyncio.Semaphore(args.window)
 
     async def one(path: Path) -> None:
@@ -353,7 +360,7 @@ async def _local(
                 result = data  # unreadable: the reason is the row
             else:
                 try:
-                    result = await repository.classify(images.encoded(data, limits))
+                    result = await core.classify(IN_PROCESS, Encoded(data))
                 except ServiceError as exc:
                     result = exc
             output.write(classified(key(path), result, args.top_k))
@@ -377,7 +384,7 @@ class EngineError(Exception):
 
 def run_ray(args: argparse.Namespace, todo: list[Path], output: Output, progress: tqdm) -> int:
     try:
-        from service import batch_ray
+        from vggclient import batch_ray
     except ImportError as exc:
         raise EngineError(
             f"--engine ray needs Ray ({exc}): pip install -r requirements-ray.txt"
@@ -390,7 +397,7 @@ ENGINES = {"server": run_remote, "local": run_local, "ray": run_ray}
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m service.batch",
+        prog="python -m vggclient.batch",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

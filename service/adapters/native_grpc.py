@@ -10,12 +10,11 @@ import grpc
 
 from protos.vggserve.v1 import classifier_pb2 as pb
 from protos.vggserve.v1 import classifier_pb2_grpc as pb_grpc
-from service import converters
-from service.errors import DeadlineExceeded, ServiceError, Unavailable
-from service.grpc_status import answer
-from service.images import Limits
-from service.metrics import Metrics
-from service.repository import ModelRepository
+from service.adapters import native_convert as converters
+from service.adapters.grpc_status import answer
+from service.core.classify import Core
+from service.core.errors import DeadlineExceeded, ServiceError, Unavailable
+from service.core.protocols import NATIVE_GRPC
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
@@ -24,17 +23,10 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
 
 
 class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
-    def __init__(
-        self,
-        repository: ModelRepository,
-        metrics: Metrics,
-        limits: Limits,
-        stream_window: int,
-        stream_idle_timeout_s: float = 0.0,
-    ) -> None:
-        self.repository = repository
-        self.metrics = metrics
-        self.limits = limits
+    def __init__(self, core: Core, stream_window: int, stream_idle_timeout_s: float = 0.0) -> None:
+        self.core = core
+        self.repository = core.repository
+        self.metrics = core.metrics
         self.stream_window = stream_window
         self.stream_idle_timeout_s = stream_idle_timeout_s
         self._draining = False
@@ -52,21 +44,9 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
     async def _classify(
         self, message: pb.Image, top_k: int, with_probs: bool, version: int, deadline: float | None
     ) -> pb.ClassifyResponse:
-        # Every image is counted here, whatever stops it (the header check, the
-        # version, the queue, the deadline, the decoder), once.
-        try:
-            image = converters.image(message, self.limits)
-            prediction = await self.repository.classify(image, version, deadline)
-        except ServiceError as exc:
-            self.metrics.record_image(exc.code)
-            raise
-        except asyncio.CancelledError:
-            self.metrics.record_image("CANCELLED")
-            raise
-        except Exception:
-            self.metrics.record_image("INTERNAL")
-            raise
-        self.metrics.record_image("OK")
+        prediction = await self.core.classify(
+            NATIVE_GRPC, converters.image(message), version, deadline
+        )
         return converters.response(prediction, top_k, with_probs)
 
     async def _result(self, answer: Awaitable[pb.ClassifyResponse]) -> pb.ImageResult:
@@ -79,7 +59,7 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
     async def Classify(
         self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClassifyResponse:
-        async with answer("Classify", context, self.metrics):
+        async with answer(NATIVE_GRPC, "Classify", context, self.metrics):
             return await self._classify(
                 request.image,
                 request.top_k,
@@ -92,29 +72,25 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
     async def ClassifyBatch(
         self, request: pb.ClassifyBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClassifyBatchResponse:
-        async with answer("ClassifyBatch", context, self.metrics):
-            try:
-                self.repository.get(request.model_version)  # unknown version fails the call
-            except ServiceError as exc:
-                for _ in request.images:
-                    self.metrics.record_image(exc.code)
-                raise
-            deadline = _deadline(context)
-            results = await asyncio.gather(
-                *(
-                    self._result(
-                        self._classify(
-                            image,
-                            request.top_k,
-                            request.return_probabilities,
-                            request.model_version,
-                            deadline,
+        async with answer(NATIVE_GRPC, "ClassifyBatch", context, self.metrics):
+            outcomes = await self.core.classify_each(
+                NATIVE_GRPC,
+                [converters.image(image) for image in request.images],
+                request.model_version,
+                _deadline(context),
+            )
+            return pb.ClassifyBatchResponse(
+                results=[
+                    converters.result(
+                        outcome
+                        if isinstance(outcome, ServiceError)
+                        else converters.response(
+                            outcome, request.top_k, request.return_probabilities
                         )
                     )
-                    for image in request.images
-                )
+                    for outcome in outcomes
+                ]
             )
-            return pb.ClassifyBatchResponse(results=results)
         raise AssertionError("unreachable")
 
     async def ClassifyStream(
@@ -213,7 +189,7 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
                 await asyncio.gather(*tasks)
             return whole
 
-        async with answer("ClassifyStream", context, self.metrics):
+        async with answer(NATIVE_GRPC, "ClassifyStream", context, self.metrics):
             reader = asyncio.create_task(read())
             try:
                 while (item := await outbox.get()) is not None:
@@ -225,7 +201,7 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
     async def GetModelMetadata(
         self, request: pb.GetModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadata:
-        async with answer("GetModelMetadata", context, self.metrics):
+        async with answer(NATIVE_GRPC, "GetModelMetadata", context, self.metrics):
             default = self.repository.default()
             return converters.metadata(
                 self.repository.name,

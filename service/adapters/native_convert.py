@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 from protos.vggserve.v1 import classifier_pb2 as pb
-from service import images
-from service.errors import InvalidImage, ServiceError
-from service.grpc_status import rpc_code
-from service.images import ImageInput, Limits
-from service.repository import Prediction
-from service.runtime import LoadedModel
+from service.adapters.grpc_status import rpc_code
+from service.core.classify import Encoded, Pixels, RawImage
+from service.core.errors import ServiceError
+from service.core.repository import Prediction
+from service.core.runtime import LoadedModel
 
 
-def image(message: pb.Image, limits: Limits) -> ImageInput:
+def image(message: pb.Image) -> RawImage:
     kind = message.WhichOneof("data")
     if kind == "encoded":
-        return images.encoded(message.encoded, limits)
+        return Encoded(message.encoded)
     if kind == "pixels":
         p = message.pixels
-        return images.pixels(p.data, p.height, p.width, p.channels, limits)
-    raise InvalidImage("request has no image: set image.encoded or image.pixels")
+        return Pixels(p.data, p.height, p.width, p.channels)
+    return None
 
 
 def response(prediction: Prediction, top_k: int, with_probabilities: bool) -> pb.ClassifyResponse:

@@ -1,0 +1,152 @@
+"""The served model's routing: its loaded versions, each behind its own batcher.
+
+`classify` validates nothing (service.core.classify does, before), picks the
+version, queues the image in that version's batcher and returns a
+`Prediction`. Which versions are loaded is decided elsewhere
+(service.core.watcher: the model folder and the version policy); this module
+only adds, removes and reports them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from service.core.batcher import Batcher
+from service.core.errors import InvalidRequest, Unavailable, VersionNotFound
+from service.core.images import ImageInput
+from service.core.metrics import Metrics
+from service.core.runtime import LoadedModel
+from service.core.versions import VersionState, VersionStatus
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOP_K = 5
+
+
+@dataclass(frozen=True)
+class Prediction:
+    probabilities: np.ndarray
+    labels: Sequence[str]
+    model_name: str
+    version: int
+
+    def top(self, k: int) -> list[tuple[int, str, float]]:
+        """The k most probable classes, most probable first (k=0: the default 5)."""
+        k = min(k or DEFAULT_TOP_K, len(self.probabilities))
+        order = np.argsort(-self.probabilities, kind="stable")[:k]
+        return [(int(i), self.labels[i], float(self.probabilities[i])) for i in order]
+
+
+class ServedVersion:
+    def __init__(self, model: LoadedModel, settings: Settings, metrics: Metrics) -> None:
+        self.model = model
+        self.batcher: Batcher[ImageInput, np.ndarray] = Batcher(
+            model.predict,
+            max_batch_size=settings.max_batch_size if settings.batching else 1,
+            max_wait_s=settings.batch_timeout_s if settings.batching else 0.0,
+            max_queue=settings.max_queue,
+            workers=settings.model_workers,
+            on_batch=metrics.observe_batch,
+            name=f"model-v{model.version}",
+        )
+
+
+class ModelRepository:
+    """The versions being served, and requests routed to them."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.name = settings.model_name or Path(settings.model_dir).resolve().name
+        self._versions: dict[int, ServedVersion] = {}
+        # Every version seen since start-up, in TF Serving's terms (ModelService).
+        self._states: dict[int, VersionStatus] = {}
+        self._closing = False
+        # Read when Prometheus scrapes (on its HTTP thread), not set per request.
+        metrics.queue_depth.set_function(
+            lambda: sum(v.batcher.queue_depth for v in list(self._versions.values()))
+        )
+
+    @property
+    def versions(self) -> list[int]:
+        return sorted(self._versions)
+
+    def statuses(self) -> list[VersionStatus]:
+        """The state of every version seen since start-up (unloaded and failed ones: END)."""
+        return [self._states[v] for v in sorted(self._states)]
+
+    def default(self) -> ServedVersion:
+        if not self._versions:
+            raise Unavailable("no model version is loaded yet; retry shortly")
+        return self._versions[max(self._versions)]
+
+    def get(self, version: int) -> ServedVersion:
+        if self._closing:
+            raise Unavailable("the server is shutting down; retry on another replica")
+        if version < 0:
+            raise InvalidRequest(f"model_version must be 0 (latest) or positive, got {version}")
+        if version == 0:
+            return self.default()
+        served = self._versions.get(version)
+        if served is None:
+            loaded = ", ".join(map(str, self.versions)) or "none"
+            raise VersionNotFound(f"model version {version} is not loaded (loaded: {loaded})")
+        return served
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def set_state(self, version: int, state: VersionState, error: str = "") -> None:
+        """Records where `version` is in its life (ModelService reports it)."""
+        self._states[version] = VersionStatus(version, state, error)
+
+    def add(self, model: LoadedModel) -> None:
+        """Starts routing requests to a loaded, warm version."""
+        self._versions[model.version] = ServedVersion(model, self.settings, self.metrics)
+        self.set_state(model.version, VersionState.AVAILABLE)
+        self.metrics.loaded_versions.labels(str(model.version)).set(1)
+        self._publish_info()
+
+    async def remove(self, version: int) -> None:
+        """Stops routing to `version`, then answers what was queued for it and frees it."""
+        served = self._versions.pop(version)  # new requests no longer reach it
+        self.set_state(version, VersionState.UNLOADING)
+        await served.batcher.close()  # answers the ones already queued
+        self.set_state(version, VersionState.END)
+        self.metrics.loaded_versions.remove(str(version))
+        self.metrics.unloads.inc()
+        self._publish_info()
+        log.info("unloaded %s version %d", self.name, version)
+
+    def _publish_info(self) -> None:
+        """vggserve_model_info names the version requests go to now."""
+        if not self._versions:
+            return
+        latest = self.default().model
+        self.metrics.model.info(
+            {
+                "name": self.name,
+                "default_version": str(latest.version),
+                "input": f"{latest.preprocess.height}x{latest.preprocess.width}",
+            }
+        )
+
+    async def classify(
+        self, image: ImageInput, version: int = 0, deadline: float | None = None
+    ) -> Prediction:
+        served = self.get(version)
+        probabilities = await served.batcher.submit(image, deadline)
+        return Prediction(probabilities, served.model.labels, self.name, served.model.version)
+
+    async def close(self) -> None:
+        """Refuses new work, then finishes every queued image."""
+        self._closing = True
+        await asyncio.gather(*(v.batcher.close() for v in self._versions.values()))
