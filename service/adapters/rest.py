@@ -94,10 +94,9 @@ class Route:
 
 @dataclass(frozen=True)
 class Context:
-    """What a protocol's routes may use: the core, and whether the server is ready."""
+    """What a protocol's routes may use: the core (`core.serving`: ready for traffic)."""
 
     core: Core
-    ready: Callable[[], bool]  # False until the model is warm, and from the start of a drain
 
 
 @dataclass(frozen=True)

@@ -119,13 +119,10 @@ def routes(context: rest.Context) -> list[rest.Route]:
     async def predictions(
         request: web.Request, raws: list[RawImage], deadline: float | None
     ) -> list[Prediction]:
-        if not raws:
-            raise tfserving.no_images()
-        outcomes = await core.classify_each(TFSERVING_REST, raws, _version(request), deadline)
-        return tfserving.all_or_nothing(outcomes)
+        return await core.classify_all(TFSERVING_REST, raws, _version(request), deadline)
 
     async def predict(request: web.Request, deadline: float | None) -> web.Response:
-        tfserving.check_model(repository, request.match_info["name"])
+        core.check_model(request.match_info["name"])
         body = await _body(request)
         sig = tfserving.signature(body.get("signature_name", ""))
         raws, rows = images_of(body, sig)
@@ -134,7 +131,7 @@ def routes(context: rest.Context) -> list[rest.Route]:
         return web.json_response({"predictions": values} if rows else {"outputs": values})
 
     async def classify(request: web.Request, deadline: float | None) -> web.Response:
-        tfserving.check_model(repository, request.match_info["name"])
+        core.check_model(request.match_info["name"])
         body = await _body(request)
         if tfserving.signature(body.get("signature_name", "")).pixels:
             raise InvalidRequest(":classify takes encoded images; use :predict for pixels")
@@ -143,7 +140,7 @@ def routes(context: rest.Context) -> list[rest.Route]:
         return web.json_response({"result": ranked})
 
     async def status(request: web.Request, deadline: float | None) -> web.Response:
-        tfserving.check_model(repository, request.match_info["name"])
+        core.check_model(request.match_info["name"])
         found = tfserving.statuses(repository, _version(request))
         return web.json_response(
             {
@@ -162,7 +159,7 @@ def routes(context: rest.Context) -> list[rest.Route]:
         )
 
     async def metadata(request: web.Request, deadline: float | None) -> web.Response:
-        tfserving.check_model(repository, request.match_info["name"])
+        core.check_model(request.match_info["name"])
         model = repository.get(_version(request)).model
         defs = json_format.MessageToDict(
             tfserving.signature_def_map(model), preserving_proto_field_name=True

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from service.core import images
-from service.core.errors import InvalidImage, ServiceError
+from service.core.errors import InvalidImage, ModelNotFound, ServiceError
 from service.core.images import ImageInput, Limits
 from service.core.metrics import Metrics
 from service.core.repository import ModelRepository, Prediction
@@ -44,6 +44,18 @@ class Core:
         self.repository = repository
         self.metrics = metrics
         self.limits = limits
+        # Whether the server wants new traffic: False until the model is warm
+        # and from the start of a drain (the server sets it). Every protocol's
+        # readiness answer reads it, so a load balancer of any kind sees the
+        # drain at once; calls that do arrive are still answered meanwhile.
+        self.serving = False
+
+    def check_model(self, name: str) -> None:
+        """ModelNotFound unless `name` is the served model's (the protocols that name one)."""
+        if name != self.repository.name:
+            raise ModelNotFound(
+                f"model '{name}' is not served here; this server serves '{self.repository.name}'"
+            )
 
     def validate(self, raw: RawImage) -> ImageInput:
         """The checked image, or InvalidImage naming the fault (headers only, no decoding)."""
@@ -101,3 +113,27 @@ class Core:
                 return exc
 
         return list(await asyncio.gather(*(one(raw) for raw in raws)))
+
+    async def classify_all(
+        self,
+        protocol: str,
+        raws: Sequence[RawImage],
+        version: int = 0,
+        deadline: float | None = None,
+    ) -> list[Prediction]:
+        """Several images answered as a whole (TF Serving's and V2's way).
+
+        Every image still gets its own check and batch slot; if any fails,
+        the call fails with the first failure's kind of error, naming that
+        image ("image 1 of 3: ..."), as those protocols have no per-image
+        error. No images at all is INVALID_ARGUMENT.
+        """
+        if not raws:
+            raise InvalidImage("the request holds no image: send at least one")
+        outcomes = await self.classify_each(protocol, raws, version, deadline)
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, ServiceError):
+                if len(outcomes) == 1:
+                    raise outcome
+                raise type(outcome)(f"image {index} of {len(outcomes)}: {outcome.message}")
+        return outcomes  # type: ignore[return-value]  # no ServiceError left
