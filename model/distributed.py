@@ -51,6 +51,7 @@ PEER_ERRORS = (
     tf.errors.AbortedError,
     tf.errors.CancelledError,
     tf.errors.InternalError,
+    tf.errors.UnknownError,
 )
 
 
