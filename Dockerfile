@@ -34,13 +34,14 @@ RUN groupadd --system --gid 10001 vggserve \
 COPY pyproject.toml README.md ./
 COPY model/ model/
 COPY service/ service/
+COPY vggclient/ vggclient/
 COPY protos/ protos/
 COPY loadtest/ loadtest/
 ENV PYTHONPATH=/app
 EXPOSE 8500 8501
 # The standard gRPC health service, asked through the project's own client.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["python", "-m", "service.healthcheck", "--target", "127.0.0.1:8500"]
+    CMD ["python", "-m", "vggclient.healthcheck", "--target", "127.0.0.1:8500"]
 ENTRYPOINT ["python", "-m", "service"]
 CMD ["--model-dir", "/models/vgg-mini"]
 

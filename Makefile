@@ -14,10 +14,14 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+# requirements-nodeps.txt: tritonclient (a test client) declares protobuf<7 and
+# ml-dtypes<=0.5.4 yet works with our pins; what else it needs is in
+# requirements-dev.txt. README "Dependencies" says why `pip check` flags it.
+$(STAMP): requirements.txt requirements-ray.txt requirements-dev.txt requirements-nodeps.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-nodeps.txt -c constraints.txt
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -28,11 +32,15 @@ test: lint
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy model service loadtest
+	$(VENV)/bin/mypy model service vggclient loadtest
 
 ## Regenerate the gRPC Python code from protos/ (the one way it is made).
 protos: $(STAMP)
 	$(PY) scripts/gen_protos.py
+
+## Fail if the checked-in generated code differs from what `make protos` would write.
+check-protos: $(STAMP)
+	$(PY) scripts/gen_protos.py --check
 
 ## Train and export the default model (models/vgg-mini/<next version>).
 train: $(STAMP)

@@ -21,8 +21,8 @@ from typing import IO, TypeVar
 
 import grpc
 
-from service.client import Client
-from service.portfile import read_port_file
+from service.portfile import read_ports
+from vggclient.client import Client
 
 T = TypeVar("T")
 
@@ -31,10 +31,11 @@ TAIL_LINES = 20  # of the child's stderr, quoted when it fails to start
 
 @dataclass(frozen=True)
 class Child:
-    """A running server process and the address it listens on."""
+    """A running server process and the addresses it listens on."""
 
-    target: str
+    target: str  # gRPC, host:port
     process: subprocess.Popen[str]
+    rest_url: str | None = None  # http://host:port of its REST APIs; None when REST is off
 
 
 class ChildFailed(RuntimeError):
@@ -73,8 +74,9 @@ def child_server(
     drain.start()
     try:
         deadline = time.monotonic() + ready_timeout
-        port = _wait(process, deadline, tail, lambda: read_port_file(port_file), "listening")
-        target = f"{host}:{port}"
+        ports = _wait(process, deadline, tail, lambda: read_ports(port_file), "listening")
+        target = f"{host}:{ports['grpc']}"
+        rest_url = f"http://{host}:{ports['rest']}" if "rest" in ports else None
         if health:
             with Client(target, retries=0, timeout=2.0) as client:
                 _wait(process, deadline, tail, lambda: _serving(client), "SERVING")
@@ -82,7 +84,7 @@ def child_server(
             with grpc.insecure_channel(target) as channel:
                 ready = grpc.channel_ready_future(channel)
                 _wait(process, deadline, tail, lambda: ready.done() or None, "connectable")
-        yield Child(target, process)
+        yield Child(target, process, rest_url)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -138,7 +140,7 @@ def _quote(tail: deque[str]) -> str:
 def server_command(
     model_dir: str | Path, extra_args: Sequence[str] = (), host: str = "127.0.0.1", port: int = 0
 ) -> list[str]:
-    """`python -m service` for `model_dir` on a free loopback port, metrics off."""
+    """`python -m service` for `model_dir` on free loopback ports (gRPC and REST)."""
     return [
         sys.executable,
         "-m",
@@ -149,8 +151,8 @@ def server_command(
         host,
         "--port",
         str(port),
-        "--metrics-port",
-        "-1",
+        "--rest-port",
+        "0",
         *extra_args,
     ]
 

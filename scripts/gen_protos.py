@@ -1,10 +1,11 @@
 """The one way the gRPC Python code is made: `make protos` runs this.
 
-Generates protos/vggserve/v1/*_pb2.py, *_pb2.pyi and *_pb2_grpc.py from the
-.proto files with grpcio-tools. The proto include root is the repository root
-and each .proto's path mirrors its Python package, so the generated imports
-(`from protos.vggserve.v1 import classifier_pb2`) resolve wherever the project
-is installed. `--check` regenerates into a temporary folder and fails when the
+Generates *_pb2.py, *_pb2.pyi and *_pb2_grpc.py beside every .proto under
+protos/ (ours in protos/vggserve/v1, the vendored Open Inference Protocol in
+protos/inference) with grpcio-tools. The proto include root is the repository
+root and each .proto's path mirrors its Python package, so the generated
+imports (`from protos.vggserve.v1 import classifier_pb2`) resolve wherever the
+project is installed. `--check` regenerates into a temporary folder and fails when the
 checked-in files differ (tests run it).
 """
 

@@ -1,4 +1,4 @@
-"""`python -m service --model-dir models/<name>`: run the gRPC server.
+"""`python -m service --model-dir models/<name>`: run the server (gRPC and REST).
 
 Flags and VGGSERVE_* environment variables: `python -m service --help`.
 """
@@ -29,7 +29,7 @@ def configure_tensorflow(settings: Settings) -> None:
 
 
 async def serve(settings: Settings) -> int:
-    from service.runtime import ModelLoadError
+    from service.core.runtime import ModelLoadError
     from service.server import Server
 
     try:
@@ -38,9 +38,14 @@ async def serve(settings: Settings) -> int:
     except (ValueError, OSError) as exc:  # bad TLS/token files, port in use, ...
         log.error("cannot start: %s", exc)
         return 2
-    log.info("listening on %s:%d; loading the model", settings.host, port)
+    log.info(
+        "listening on %s: gRPC port %d, REST port %s; loading the model",
+        settings.host,
+        port,
+        server.rest_port if server.rest_port is not None else "off",
+    )
     if settings.port_file:
-        write_port_file(settings.port_file, port)
+        write_port_file(settings.port_file, port, rest=server.rest_port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,39 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials(
         [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
     )
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """The same TLS for HTTP (the REST port) as `server_credentials` gives gRPC."""
+    if not settings.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    if settings.tls_client_ca:
+        context.load_verify_locations(settings.tls_client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def token_valid(tokens: list[bytes], presented: bytes) -> bool:
+    """Whether `presented` is one of `tokens`, in time that does not tell which or how close."""
+    results = [hmac.compare_digest(presented, token) for token in tokens]
+    return any(results)
+
+
+def bearer_problem(tokens: list[bytes], header: str) -> str | None:
+    """Why an `authorization` header value is refused, or None when it carries a valid token.
+
+    The one check behind gRPC metadata and HTTP headers alike.
+    """
+    if not header.startswith("Bearer "):
+        return (
+            "missing credentials: send 'authorization: Bearer <token>' "
+            "(gRPC metadata or HTTP header)"
+        )
+    if not token_valid(tokens, header.removeprefix("Bearer ").strip().encode()):
+        return "the bearer token is not valid"
+    return None
 
 
 def parse_tokens(text: str) -> list[str]:
@@ -103,11 +137,6 @@ class TokenAuth(grpc.aio.ServerInterceptor):
             raise ValueError("TokenAuth needs at least one token")
         self._tokens = tokens
 
-    def _valid(self, presented: bytes) -> bool:
-        # Compare with every token, whatever matches, so timing says nothing.
-        results = [hmac.compare_digest(presented, token) for token in self._tokens]
-        return any(results)
-
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -120,13 +149,8 @@ class TokenAuth(grpc.aio.ServerInterceptor):
         for key, value in details.invocation_metadata or ():
             if key == "authorization":
                 header = value if isinstance(value, str) else value.decode()
-        if not header.startswith("Bearer "):
-            return _denied(
-                handler, "missing credentials: send metadata 'authorization: Bearer <token>'"
-            )
-        if not self._valid(header.removeprefix("Bearer ").strip().encode()):
-            return _denied(handler, "the bearer token is not valid")
-        return handler
+        problem = bearer_problem(self._tokens, header)
+        return handler if problem is None else _denied(handler, problem)
 
 
 def _denied(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:

@@ -1,10 +1,10 @@
-"""Assembles and runs the gRPC server: servicer, health, reflection, metrics.
+"""Assembles and runs the server: gRPC (servicers, health, reflection) and REST.
 
-Start-up order: bind the port and report NOT_SERVING; load and warm up the
+Start-up order: bind the ports and report NOT_SERVING; load and warm up the
 model off the event loop; then report SERVING. Requests that arrive before
 that are answered UNAVAILABLE. `stop` is the one drain: health NOT_SERVING,
-a grace, then gRPC refuses new calls and finishes the accepted ones, and only
-then the model batchers close.
+a grace, then gRPC and REST refuse new calls and finish the accepted ones,
+and only then the model batchers close.
 """
 
 from __future__ import annotations
@@ -18,18 +18,31 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from protos.inference import open_inference_grpc_pb2_grpc
 from protos.vggserve.v1 import classifier_pb2, classifier_pb2_grpc
-from service.images import Limits
-from service.limits import RpcLimit
-from service.metrics import Metrics
-from service.repository import ModelRepository
+from service.adapters import rest, tfserving_grpc, tfserving_rest, v2_grpc, v2_rest
+from service.adapters.grpc_limits import RpcLimit
+from service.adapters.native_grpc import ImageClassifierServicer
+from service.core.classify import Core
+from service.core.images import Limits
+from service.core.metrics import Metrics
+from service.core.repository import ModelRepository
+from service.core.watcher import VersionWatcher
 from service.security import TokenAuth, load_tokens, server_credentials, warn_if_exposed
-from service.servicer import ImageClassifierServicer
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = classifier_pb2.DESCRIPTOR.services_by_name["ImageClassifier"].full_name
+# Every service on the port, as health checking and reflection name them.
+SERVICES = (
+    SERVICE_NAME,
+    tfserving_grpc.PREDICTION_SERVICE,
+    tfserving_grpc.MODEL_SERVICE,
+    v2_grpc.SERVICE_NAME,
+)
+# The REST APIs served on --rest-port (each adds its routes; see adapters/rest.py).
+REST_PROTOCOLS: list[rest.Protocol] = [tfserving_rest.PROTOCOL, v2_rest.PROTOCOL]
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -51,8 +64,10 @@ class Server:
         self.settings = settings
         self.metrics = Metrics()
         self.repository = ModelRepository(settings, self.metrics)
+        self.watcher = VersionWatcher(self.repository, settings, self.metrics)
         self.health = health.aio.HealthServicer()
         self.port = 0
+        self.rest_port: int | None = None
         self.metrics_port: int | None = None
         self._credentials = server_credentials(settings)
         tokens = load_tokens(settings)
@@ -61,25 +76,33 @@ class Server:
         # Our own RPC limit, not grpc's maximum_concurrent_rpcs: that one counts
         # health checks too, so busy or idle streams would fail the probes.
         interceptors: list[grpc.aio.ServerInterceptor] = [TokenAuth(tokens)] if tokens else []
-        interceptors.append(RpcLimit(settings.max_concurrent_rpcs, self.metrics))
+        self._limit = RpcLimit(settings.max_concurrent_rpcs, self.metrics)
+        interceptors.append(self._limit)
         self._grpc = grpc.aio.server(options=grpc_options(settings), interceptors=interceptors)
         limits = Limits(max_bytes=settings.max_message_bytes, max_pixels=settings.max_image_pixels)
+        self.core = Core(self.repository, self.metrics, limits)
         self._servicer = ImageClassifierServicer(
-            self.repository,
-            self.metrics,
-            limits,
+            self.core,
             stream_window=max(2 * settings.max_batch_size, 8),
             stream_idle_timeout_s=settings.stream_idle_timeout_s,
         )
         classifier_pb2_grpc.add_ImageClassifierServicer_to_server(self._servicer, self._grpc)
+        tfserving_grpc.add_to_server(self.core, self._grpc)
+        open_inference_grpc_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+            v2_grpc.InferenceServicer(self.core), self._grpc
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         reflection.enable_server_reflection(
-            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self._grpc
+            [*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME], self._grpc
         )
+        self._rest: rest.RestServer | None = None
+        if settings.rest_port >= 0:
+            context = rest.Context(self.core)
+            self._rest = rest.RestServer(settings, context, REST_PROTOCOLS, tokens, self._limit)
 
     async def start(self) -> int:
         """Binds and starts answering (NOT_SERVING until the model is warm)."""
-        for service in ("", SERVICE_NAME):
+        for service in ("", *SERVICES):
             await self.health.set(service, NOT_SERVING)
         address = f"{self.settings.host}:{self.settings.port}"
         try:
@@ -90,12 +113,20 @@ class Server:
         except RuntimeError as exc:  # grpc's way of saying the bind failed
             raise OSError(f"cannot listen on {address}: is the port in use? ({exc})") from None
         await self._grpc.start()
+        if self._rest is not None:
+            try:
+                self.rest_port = await self._rest.start()
+            except OSError:
+                await self._grpc.stop(0)
+                raise
         if self.settings.metrics_port >= 0:
             host = self.settings.metrics_host or self.settings.host
             try:
                 self.metrics_port = self.metrics.serve(host, self.settings.metrics_port)
             except OSError as exc:
                 await self._grpc.stop(0)
+                if self._rest is not None:
+                    await self._rest.stop(0)
                 raise OSError(
                     f"cannot serve metrics on {host}:{self.settings.metrics_port}: "
                     f"{exc.strerror or exc} (--metrics-port -1 turns metrics off)"
@@ -105,26 +136,28 @@ class Server:
     async def load(self) -> None:
         """Loads and warms the model, then reports SERVING."""
         started = time.perf_counter()
-        versions = await self.repository.load()
+        versions = await self.watcher.load()
         if self.settings.poll_interval_s > 0:
             self._watch = asyncio.create_task(
-                self.repository.watch(self.settings.poll_interval_s), name="model-watch"
+                self.watcher.watch(self.settings.poll_interval_s), name="model-watch"
             )
         log.info(
-            "serving %s version(s) %s on %s:%d (metrics: %s), ready in %.1f s",
+            "serving %s version(s) %s on %s: gRPC port %d, REST %s, ready in %.1f s",
             self.repository.name,
             ",".join(map(str, versions)),
             self.settings.host,
             self.port,
-            f"http port {self.metrics_port}" if self.metrics_port is not None else "off",
+            f"port {self.rest_port} (and /metrics)" if self.rest_port is not None else "off",
             time.perf_counter() - started,
         )
-        for service in ("", SERVICE_NAME):
+        for service in ("", *SERVICES):
             await self.health.set(service, SERVING)
+        self.core.serving = True
 
     async def set_not_serving(self) -> None:
         """Tells health checkers (load balancers) to stop sending; still answers."""
-        for service in ("", SERVICE_NAME):
+        self.core.serving = False
+        for service in ("", *SERVICES):
             await self.health.set(service, NOT_SERVING)
 
     async def stop(
@@ -137,10 +170,11 @@ class Server:
 
         1. Health NOT_SERVING, while still answering for `grace_s` seconds, so
            load balancers move new calls elsewhere (`skip_grace` set: at once).
-        2. gRPC stops taking new calls and waits up to `timeout_s` for the ones
-           it accepted; open streams keep being answered meanwhile. Calls
-           still running after `timeout_s` are cancelled (the client sees
-           CANCELLED or UNAVAILABLE, never a half-written answer).
+        2. gRPC and REST stop taking new calls (REST answers 503) and wait up
+           to `timeout_s` for the ones they accepted; open streams keep being
+           answered meanwhile. Calls still running after `timeout_s` are
+           cancelled (the client sees CANCELLED or UNAVAILABLE, never a
+           half-written answer).
         3. Only then the batchers close: closing them first would answer every
            image still arriving on an open stream with UNAVAILABLE.
         """
@@ -154,6 +188,9 @@ class Server:
         if self._watch is not None:
             self._watch.cancel()
         self._servicer.drain()
-        await self._grpc.stop(timeout_s)
+        stopping = [self._grpc.stop(timeout_s)]
+        if self._rest is not None and self.rest_port is not None:
+            stopping.append(self._rest.stop(timeout_s))
+        await asyncio.gather(*stopping)
         await self.repository.close()
         self.metrics.stop()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from service.cli import ArgumentParser
-from service.versions import VersionPolicy
+from service.core.versions import VersionPolicy
 
 ENV_PREFIX = "VGGSERVE_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -57,13 +57,21 @@ class Settings:
     port: int = _opt(
         8500, "gRPC port (0 picks a free one; the log says which)", minimum=0, maximum=MAX_PORT
     )
-    metrics_port: int = _opt(
+    rest_port: int = _opt(
         8501,
-        "Prometheus metrics HTTP port (0: a free one, -1: off)",
+        "HTTP port of the REST APIs and /metrics, on --host with the same TLS and tokens "
+        "(0: a free one, -1: off)",
         minimum=-1,
         maximum=MAX_PORT,
     )
-    metrics_host: str = _opt("", "metrics address (default: same as --host)")
+    metrics_port: int = _opt(
+        -1,
+        "a separate, plain-HTTP Prometheus port besides the REST port's /metrics "
+        "(0: a free one; default -1: none)",
+        minimum=-1,
+        maximum=MAX_PORT,
+    )
+    metrics_host: str = _opt("", "address of --metrics-port (default: same as --host)")
     max_batch_size: int = _opt(32, "most images per model call", minimum=1)
     batch_timeout_ms: float = _opt(
         2.0, "longest a batch waits to fill, in ms (0: dispatch at once)", minimum=0
@@ -129,8 +137,9 @@ class Settings:
     log_level: str = _opt("INFO", "DEBUG, INFO, WARNING or ERROR (any case)")
     port_file: str = _opt(
         "",
-        "once listening, write the gRPC port to this file (atomically: temp + rename), "
-        "for tools that start the server on port 0",
+        "once listening, write the ports to this file (atomically: temp + rename): the gRPC "
+        "port on the first line, then 'rest=PORT' unless REST is off; for tools that start "
+        "the server on port 0",
     )
 
     def __post_init__(self) -> None:
@@ -138,7 +147,7 @@ class Settings:
             problem = _problem(f, getattr(self, f.name))
             if problem is not None:
                 raise ValueError(f"{_flag(f)} {getattr(self, f.name)!r}: {problem}")
-        problem = _tls_problem(self)
+        problem = _combination_problem(self)
         if problem is not None:
             raise ValueError(problem)
 
@@ -259,6 +268,23 @@ def _problem(f: Field[Any], value: Any) -> str | None:
         return "is given but empty; give a token (file), or leave it unset to run without tokens"
     if meta.get("file") and value and not Path(value).is_file():
         return "no such file"
+    return None
+
+
+def _combination_problem(settings: Settings) -> str | None:
+    """What is wrong with settings that are each fine alone, or None."""
+    return _tls_problem(settings) or _port_problem(settings)
+
+
+def _port_problem(settings: Settings) -> str | None:
+    ports = {"--port": settings.port, "--rest-port": settings.rest_port}
+    if settings.metrics_port >= 0 and (settings.metrics_host or settings.host) == settings.host:
+        ports["--metrics-port"] = settings.metrics_port
+    taken: dict[int, str] = {}
+    for flag, port in ports.items():
+        if port > 0 and port in taken:
+            return f"{taken[port]} and {flag} are both {port}: give each its own port"
+        taken[port] = flag
     return None
 
 

@@ -27,6 +27,8 @@ class FakeDns:
         self.name = name.rstrip(".").lower()
         self._addresses = list(addresses)
         self._lock = threading.Lock()
+        self._answered = threading.Condition()
+        self.answers = 0  # replies sent; wait_answered() waits for the next
         self._stop = threading.Event()
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._socket.bind(("127.0.0.1", 0))
@@ -61,6 +63,15 @@ class FakeDns:
             reply = self.answer(query)
             if reply is not None:
                 self._socket.sendto(reply, peer)
+                with self._answered:
+                    self.answers += 1
+                    self._answered.notify_all()
+
+    def wait_answered(self, timeout: float) -> bool:
+        """Waits (bounded) until one more query has been answered."""
+        with self._answered:
+            seen = self.answers
+            return self._answered.wait_for(lambda: self.answers > seen, timeout=timeout)
 
     def answer(self, query: bytes) -> bytes | None:
         """The reply to one query, or None for a packet that is not one."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from loadtest.serverproc import ChildFailed, child_server, local_server, server_command
-from service.client import Client
 from tests.conftest import encode, random_pixels
+from vggclient.client import Client
 
 
 def test_a_server_logging_only_warnings_is_still_found(model_dir: Path) -> None:
@@ -18,6 +19,10 @@ def test_a_server_logging_only_warnings_is_still_found(model_dir: Path) -> None:
         Client(child.target) as client,
     ):
         assert client.classify(encode(random_pixels(8, 8))).model_version == 2
+        # The port file gives the REST port too: its /metrics counts that call.
+        assert child.rest_url is not None
+        with urllib.request.urlopen(f"{child.rest_url}/metrics", timeout=10) as response:
+            assert 'protocol="native-grpc"' in response.read().decode()
 
 
 def test_a_child_that_fails_at_start_raises_at_once_with_its_stderr(tmp_path: Path) -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from service.client import Client
 from service.server import Server
 from service.settings import Settings
+from vggclient.client import Client
 
 
 class RunningServer:
@@ -44,9 +44,13 @@ class RunningServer:
     def client(self, **kwargs: object) -> Client:
         return Client(self.target, **kwargs)  # type: ignore[arg-type]
 
+    @property
+    def rest_url(self) -> str:
+        """http://127.0.0.1:PORT of its REST APIs (and /metrics)."""
+        return f"http://127.0.0.1:{self.server.rest_port}"
+
     def metrics(self) -> str:
-        url = f"http://127.0.0.1:{self.server.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(f"{self.rest_url}/metrics", timeout=10) as response:
             return response.read().decode()
 
     def stop(self) -> None:
@@ -74,7 +78,7 @@ def settings_for(model_dir: Path, **overrides: object) -> Settings:
         model_dir=str(model_dir),
         host="127.0.0.1",
         port=0,
-        metrics_port=0,
+        rest_port=0,
         max_batch_size=8,
         batch_timeout_ms=2.0,
     )

@@ -10,10 +10,10 @@ import grpc
 import numpy as np
 import pytest
 
-from service.client import Classification, ImageError
 from tests.conftest import encode, random_pixels
 from tests.service.conftest import RunningServer, settings_for
 from tests.service.test_server import in_process
+from vggclient.client import Classification, ImageError
 
 
 def truncated(fmt: str) -> bytes:

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.batch import main
 from tests.conftest import encode
 from tests.service.conftest import RunningServer, settings_for
+from vggclient.batch import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,7 +95,7 @@ def test_resume_after_a_kill_writes_exactly_one_row_per_image(
     command = [
         sys.executable,
         "-m",
-        "service.batch",
+        "vggclient.batch",
         str(folder),
         "--out",
         str(out),

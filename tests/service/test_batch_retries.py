@@ -23,9 +23,9 @@ import pytest
 from loadtest.serverproc import child_server, server_command
 from protos.vggserve.v1 import classifier_pb2 as pb
 from protos.vggserve.v1 import classifier_pb2_grpc as pb_grpc
-from service.batch import FIELDS, main
 from tests.conftest import encode
 from tests.service.conftest import RunningServer, settings_for
+from vggclient.batch import FIELDS, main
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +129,7 @@ def test_load_shedding_writes_no_error_row(
     shedding_server: RunningServer, photos: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     out = tmp_path / "predictions.csv"
-    with caplog.at_level(logging.WARNING, logger="service.batch"):
+    with caplog.at_level(logging.WARNING, logger="vggclient.batch"):
         code = main(
             [
                 str(photos),

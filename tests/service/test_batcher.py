@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from service.batcher import Batcher, BatchStats
-from service.errors import DeadlineExceeded, InvalidImage, QueueFull, Unavailable
+from service.core.batcher import Batcher, BatchStats
+from service.core.errors import DeadlineExceeded, InvalidImage, QueueFull, Unavailable
 
 
 def run(coro):  # type: ignore[no-untyped-def]

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from loadtest.serverproc import local_server, server_command
-from service.client import Client
-from service.client import main as client_main
 from tests.conftest import encode, random_pixels
 from tests.service.conftest import RunningServer
+from vggclient.client import Client
+from vggclient.client import main as client_main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -98,16 +98,18 @@ def test_port_in_use_is_a_clear_error(server: RunningServer, model_dir: Path) ->
     assert f"cannot listen on 127.0.0.1:{server.port}: is the port in use?" in result.stderr
 
 
-def test_metrics_port_in_use_is_a_clear_error_naming_the_port(model_dir: Path) -> None:
+@pytest.mark.parametrize(("flag", "what"), [("--rest-port", "REST"), ("--metrics-port", "metrics")])
+def test_http_port_in_use_is_a_clear_error_naming_the_port(
+    model_dir: Path, flag: str, what: str
+) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        command = server_command(model_dir)
-        command[command.index("--metrics-port") + 1] = str(port)
+        command = [*server_command(model_dir), flag, str(port)]  # the last flag wins
         result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert f"cannot serve metrics on 127.0.0.1:{port}: Address already in use" in result.stderr
+    assert f"cannot serve {what} on 127.0.0.1:{port}: Address already in use" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -123,7 +125,7 @@ def test_client_command_refuses_bad_flags_with_one_line(
     files: dict[str, Path], args: list[str], message: str
 ) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "service.client", str(files["good"]), *args],
+        [sys.executable, "-m", "vggclient.client", str(files["good"]), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -131,5 +133,5 @@ def test_client_command_refuses_bad_flags_with_one_line(
     )
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        f"python -m service.client: error: {message} (see --help)"
+        f"python -m vggclient.client: error: {message} (see --help)"
     ]

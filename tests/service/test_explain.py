@@ -17,11 +17,11 @@ from model import layout
 from model.data import synthetic
 from model.export import export_model
 from model.train import TrainResult
-from service import batch
-from service import client as client_cli
-from service.explain_client import explain
 from tests.conftest import encode, random_pixels
 from tests.service.conftest import RunningServer, settings_for
+from vggclient import batch
+from vggclient import client as client_cli
+from vggclient.explain import explain
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""`python -m service.healthcheck`, the Docker HEALTHCHECK: exit 0 only when SERVING."""
+"""`python -m vggclient.healthcheck`, the Docker HEALTHCHECK: exit 0 only when SERVING."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def healthcheck(target: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "service.healthcheck", "--target", target, *args],
+        [sys.executable, "-m", "vggclient.healthcheck", "--target", target, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

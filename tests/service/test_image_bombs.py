@@ -17,11 +17,11 @@ from model.export import export_model
 from model.preprocessing import PreprocessConfig
 from model.train import TrainResult
 from protos.vggserve.v1 import classifier_pb2 as pb
-from service import headers, images
-from service.client import Client
-from service.errors import InvalidImage
+from service.core import headers, images
+from service.core.errors import InvalidImage
 from tests.conftest import encode, random_pixels
 from tests.service.conftest import RunningServer, settings_for
+from vggclient.client import Client
 
 LIMITS = images.Limits(max_bytes=1 << 24, max_pixels=1000 * 1000)
 

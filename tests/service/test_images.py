@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service import headers, images
-from service.errors import InvalidImage
+from service.core import headers, images
+from service.core.errors import InvalidImage
 from tests.conftest import encode, random_pixels
 from tests.service.test_server import bomb_png
 

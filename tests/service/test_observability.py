@@ -18,13 +18,14 @@ from prometheus_client import generate_latest
 
 from model.train import TrainResult
 from protos.vggserve.v1 import classifier_pb2 as pb
-from service.client import Client
-from service.grpc_status import answer
-from service.metrics import Metrics
+from service.adapters.grpc_status import answer
+from service.core.metrics import Metrics
+from service.core.protocols import NATIVE_GRPC
 from tests.conftest import encode, random_pixels
 from tests.service.conftest import RunningServer, settings_for, wait_until
 from tests.service.test_reload import publish
 from tests.service.test_server import scrape
+from vggclient.client import Client
 
 
 def model_info(server: RunningServer) -> dict[str, str]:
@@ -73,7 +74,9 @@ def test_a_version_missing_a_file_is_logged_with_the_file_name(
 
 def images_total(server: RunningServer, code: str) -> float:
     outcome = "ok" if code == "OK" else "error"
-    return scrape(server, f'vggserve_images_total{{code="{code}",outcome="{outcome}"}}')
+    return scrape(
+        server, f'vggserve_images_total{{code="{code}",outcome="{outcome}",protocol="native-grpc"}}'
+    )
 
 
 def test_every_image_error_is_counted_by_its_code(server: RunningServer, client: Client) -> None:
@@ -99,8 +102,10 @@ def test_every_image_error_is_counted_by_its_code(server: RunningServer, client:
 def test_a_cancelled_stream_is_counted_cancelled_not_ok(
     server: RunningServer, client: Client
 ) -> None:
-    ok = 'vggserve_requests_total{code="OK",method="ClassifyStream"}'
-    cancelled = 'vggserve_requests_total{code="CANCELLED",method="ClassifyStream"}'
+    ok = 'vggserve_requests_total{code="OK",method="ClassifyStream",protocol="native-grpc"}'
+    cancelled = (
+        'vggserve_requests_total{code="CANCELLED",method="ClassifyStream",protocol="native-grpc"}'
+    )
     before_ok, before_cancelled = scrape(server, ok), scrape(server, cancelled)
     stop = threading.Event()
 
@@ -145,7 +150,7 @@ def test_a_stream_closed_at_its_yield_is_counted_cancelled() -> None:
     metrics = Metrics()
 
     async def handler() -> AsyncIterator[int]:
-        async with answer("ClassifyStream", _ClientGone(), metrics):  # type: ignore[arg-type]
+        async with answer(NATIVE_GRPC, "ClassifyStream", _ClientGone(), metrics):  # type: ignore[arg-type]
             yield 1
             yield 2
 
@@ -156,5 +161,8 @@ def test_a_stream_closed_at_its_yield_is_counted_cancelled() -> None:
 
     asyncio.run(run())
     text = generate_latest(metrics.registry).decode()
-    assert 'vggserve_requests_total{code="CANCELLED",method="ClassifyStream"} 1.0' in text
+    assert (
+        'vggserve_requests_total{code="CANCELLED",method="ClassifyStream",'
+        'protocol="native-grpc"} 1.0' in text
+    )
     assert 'vggserve_requests_total{code="OK"' not in text

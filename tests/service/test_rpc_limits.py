@@ -12,11 +12,11 @@ import grpc
 import pytest
 
 from protos.vggserve.v1 import classifier_pb2 as pb
-from service.client import Client
 from service.settings import Settings
 from tests.conftest import encode, random_pixels
 from tests.service.conftest import RunningServer, settings_for, wait_until
 from tests.service.test_server import scrape
+from vggclient.client import Client
 
 LIMIT = 8
 IDLE_S = 3.0

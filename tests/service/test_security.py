@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from service.client import Client
 from tests.conftest import encode, random_pixels
 from tests.service.conftest import RunningServer, settings_for
+from vggclient.client import Client
 
 IMAGE = encode(random_pixels(8, 8))
 

@@ -19,9 +19,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from model import layout
 from model.data import synthetic
 from protos.vggserve.v1 import classifier_pb2 as pb
-from service.client import Client, ImageError
 from tests.conftest import encode, random_pixels
 from tests.service.conftest import RunningServer, settings_for
+from vggclient.client import Client, ImageError
 
 N_CLASSES = len(synthetic.CLASS_NAMES)
 
@@ -361,15 +361,20 @@ def scrape(server: RunningServer, name: str) -> float:
 
 def rpc_count(server: RunningServer, method: str) -> float:
     """RPCs of `method` the server answered, whatever their status code."""
-    pattern = rf'^vggserve_requests_total{{code="\w+",method="{method}"}} ([\d.e+-]+)$'
+    pattern = (
+        rf'^vggserve_requests_total{{code="\w+",method="{method}",protocol="native-grpc"}} '
+        r"([\d.e+-]+)$"
+    )
     return sum(float(v) for v in re.findall(pattern, server.metrics(), re.M))
 
 
 def test_metrics_move_with_real_requests(server: RunningServer, client: Client) -> None:
-    ok = 'vggserve_requests_total{code="OK",method="Classify"}'
-    bad = 'vggserve_requests_total{code="INVALID_ARGUMENT",method="Classify"}'
-    images_ok = 'vggserve_images_total{code="OK",outcome="ok"}'
-    latency = 'vggserve_request_duration_seconds_count{method="Classify"}'
+    ok = 'vggserve_requests_total{code="OK",method="Classify",protocol="native-grpc"}'
+    bad = (
+        'vggserve_requests_total{code="INVALID_ARGUMENT",method="Classify",protocol="native-grpc"}'
+    )
+    images_ok = 'vggserve_images_total{code="OK",outcome="ok",protocol="native-grpc"}'
+    latency = 'vggserve_request_duration_seconds_count{method="Classify",protocol="native-grpc"}'
     before = {name: scrape(server, name) for name in (ok, bad, images_ok, latency)}
     for seed in range(5):
         client.classify(encode(random_pixels(12, 12, seed=seed)))

@@ -10,9 +10,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from service.client import Client
 from tests.conftest import encode, random_pixels
 from tests.service.conftest import RunningServer, settings_for
+from vggclient.client import Client
 
 IMAGE = encode(random_pixels(16, 16))
 

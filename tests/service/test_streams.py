@@ -13,9 +13,9 @@ import grpc
 import pytest
 
 from protos.vggserve.v1 import classifier_pb2 as pb
-from service.client import Classification
 from tests.conftest import encode, random_pixels
 from tests.service.conftest import RunningServer, settings_for
+from vggclient.client import Classification
 
 MAX_BATCH = 8
 WINDOW = 2 * MAX_BATCH  # images of one stream in flight at once (server.py)
@@ -49,7 +49,10 @@ def test_a_stream_far_longer_than_its_window_is_answered_whole(
 
 
 def stream_count(server: RunningServer, code: str) -> float:
-    pattern = rf'^vggserve_requests_total{{code="{code}",method="ClassifyStream"}} ([\d.e+]+)$'
+    pattern = (
+        rf'^vggserve_requests_total{{code="{code}",method="ClassifyStream",'
+        r'protocol="native-grpc"} ([\d.e+]+)$'
+    )
     match = re.search(pattern, server.metrics(), re.M)
     return float(match.group(1)) if match else 0.0
 

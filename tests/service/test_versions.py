@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.versions import VersionPolicy
+from service.core.versions import VersionPolicy
 
 
 @pytest.mark.parametrize(

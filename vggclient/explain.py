@@ -4,10 +4,9 @@
         answer = explain(client, "cat.jpg")
         Path("cat.overlay.png").write_bytes(answer.overlay_png)
 
-`python -m service.client --explain OUT_DIR IMAGE...` writes OUT_DIR/<stem>.overlay.png
-for each image (and prints the class explained); `service.batch --explain-dir`
-uses `overlay_name` for the same naming. Kept apart from service.client so the
-client package can take it as one module.
+`python -m vggclient.client --explain OUT_DIR IMAGE...` writes OUT_DIR/<stem>.overlay.png
+for each image (and prints the class explained); `vggclient.batch --explain-dir`
+uses `overlay_name` for the same naming.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from pathlib import Path
 import grpc
 
 from protos.vggserve.v1 import classifier_pb2 as pb
-from service.client import Classification, Client, ImageLike, client_from_args, image_message
+from vggclient.client import Classification, Client, ImageLike, client_from_args, image_message
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ command line is parsed, before anything slow is imported.
 
 from __future__ import annotations
 
+import enum
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,3 +49,20 @@ class VersionPolicy:
         if self.pinned:
             return [v for v in self.pinned if v in available]
         return sorted(available)[-self.latest :]
+
+
+class VersionState(enum.Enum):
+    """Where a version is in its life, as TensorFlow Serving names the states."""
+
+    START = "START"  # found and selected; waiting for its turn to load
+    LOADING = "LOADING"
+    AVAILABLE = "AVAILABLE"  # loaded and warm: requests go to it
+    UNLOADING = "UNLOADING"  # out of routing; answering what was queued for it
+    END = "END"  # unloaded, or failed to load (then `error` says why)
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    version: int
+    state: VersionState
+    error: str = ""  # why it failed to load; empty otherwise

@@ -1,4 +1,4 @@
-"""A Python client for vggserve, and `python -m service.client IMAGE...`.
+"""A Python client for vggserve, and `python -m vggclient.client IMAGE...`.
 
     with Client("127.0.0.1:8500") as client:
         result = client.classify("cat.jpg", top_k=3)
@@ -314,7 +314,8 @@ def request_groups(sizes: list[int], max_bytes: int, max_images: int) -> list[li
 
 def main(argv: list[str] | None = None) -> int:
     parser = cli.ArgumentParser(
-        prog="python -m service.client", description="Classify image files with a vggserve server."
+        prog="python -m vggclient.client",
+        description="Classify image files with a vggserve server.",
     )
     parser.add_argument("images", nargs="+", help="JPEG, PNG, BMP or GIF files")
     parser.add_argument("--target", default="127.0.0.1:8500", help="server host:port")
@@ -338,12 +339,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--explain",
         metavar="OUT_DIR",
-        help="write a Grad-CAM overlay PNG per image into OUT_DIR (service.explain_client)",
+        help="write a Grad-CAM overlay PNG per image into OUT_DIR (vggclient.explain)",
     )
     add_connection_flags(parser)
     args = parser.parse_args(argv)
     if args.explain:
-        from service.explain_client import write_overlays  # imports this module
+        from vggclient.explain import write_overlays  # imports this module
 
         return write_overlays(args)
     failed = 0

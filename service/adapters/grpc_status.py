@@ -16,8 +16,8 @@ from contextlib import asynccontextmanager
 
 import grpc
 
-from service.errors import ServiceError
-from service.metrics import Metrics
+from service.core.errors import ServiceError
+from service.core.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def rpc_code(error: ServiceError) -> int:
 
 @asynccontextmanager
 async def answer(
-    method: str, context: grpc.aio.ServicerContext, metrics: Metrics
+    protocol: str, method: str, context: grpc.aio.ServicerContext, metrics: Metrics
 ) -> AsyncIterator[None]:
     started = time.perf_counter()
     code = "OK"
@@ -61,4 +61,4 @@ async def answer(
     finally:
         if code == "OK" and context.cancelled():
             code = "CANCELLED"  # the request stream ended because the client cancelled
-        metrics.record_rpc(method, code, time.perf_counter() - started)
+        metrics.record_rpc(protocol, method, code, time.perf_counter() - started)

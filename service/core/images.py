@@ -2,7 +2,7 @@
 
 The server never decodes an image in Python: decoding happens batched inside
 the SavedModel's graph. Here we only read the few header bytes that say the
-format and the size (`service.headers`), so an unsupported file, an empty
+format and the size (`service.core.headers`), so an unsupported file, an empty
 buffer or a decompression bomb (a small PNG that claims 30000x30000) is
 refused before it can reach a batch.
 """
@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service import headers
-from service.errors import InvalidImage
+from service.core import headers
+from service.core.errors import InvalidImage
 
 CHANNELS = (1, 3, 4)
 

@@ -5,20 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
 
 import grpc
 
 from protos.vggserve.v1 import classifier_pb2 as pb
 from protos.vggserve.v1 import classifier_pb2_grpc as pb_grpc
-from service import converters
-from service.errors import DeadlineExceeded, ServiceError, Unavailable
-from service.grpc_status import answer
-from service.images import Limits
-from service.metrics import Metrics
-from service.repository import ModelRepository
-
-T = TypeVar("T")
+from service.adapters import native_convert as converters
+from service.adapters.grpc_status import answer
+from service.core.classify import Core
+from service.core.errors import DeadlineExceeded, ServiceError, Unavailable
+from service.core.protocols import NATIVE_GRPC
 
 
 def _deadline(context: grpc.aio.ServicerContext) -> float | None:
@@ -27,17 +23,10 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
 
 
 class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
-    def __init__(
-        self,
-        repository: ModelRepository,
-        metrics: Metrics,
-        limits: Limits,
-        stream_window: int,
-        stream_idle_timeout_s: float = 0.0,
-    ) -> None:
-        self.repository = repository
-        self.metrics = metrics
-        self.limits = limits
+    def __init__(self, core: Core, stream_window: int, stream_idle_timeout_s: float = 0.0) -> None:
+        self.core = core
+        self.repository = core.repository
+        self.metrics = core.metrics
         self.stream_window = stream_window
         self.stream_idle_timeout_s = stream_idle_timeout_s
         self._draining = False
@@ -55,29 +44,10 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
     async def _classify(
         self, message: pb.Image, top_k: int, with_probs: bool, version: int, deadline: float | None
     ) -> pb.ClassifyResponse:
-        async def work() -> pb.ClassifyResponse:
-            image = converters.image(message, self.limits)
-            prediction = await self.repository.classify(image, version, deadline)
-            return converters.response(prediction, top_k, with_probs)
-
-        return await self._counted(work())
-
-    async def _counted(self, work: Awaitable[T]) -> T:
-        """Runs one image's work, counting the image once whatever stops it (the
-        header check, the version, the queue, the deadline, the decoder)."""
-        try:
-            answer = await work
-        except ServiceError as exc:
-            self.metrics.record_image(exc.code)
-            raise
-        except asyncio.CancelledError:
-            self.metrics.record_image("CANCELLED")
-            raise
-        except Exception:
-            self.metrics.record_image("INTERNAL")
-            raise
-        self.metrics.record_image("OK")
-        return answer
+        prediction = await self.core.classify(
+            NATIVE_GRPC, converters.image(message), version, deadline
+        )
+        return converters.response(prediction, top_k, with_probs)
 
     async def _result(self, answer: Awaitable[pb.ClassifyResponse]) -> pb.ImageResult:
         """One image's outcome: its response, or its own error (batch-mates go on)."""
@@ -89,7 +59,7 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
     async def Classify(
         self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClassifyResponse:
-        async with answer("Classify", context, self.metrics):
+        async with answer(NATIVE_GRPC, "Classify", context, self.metrics):
             return await self._classify(
                 request.image,
                 request.top_k,
@@ -102,29 +72,25 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
     async def ClassifyBatch(
         self, request: pb.ClassifyBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.ClassifyBatchResponse:
-        async with answer("ClassifyBatch", context, self.metrics):
-            try:
-                self.repository.get(request.model_version)  # unknown version fails the call
-            except ServiceError as exc:
-                for _ in request.images:
-                    self.metrics.record_image(exc.code)
-                raise
-            deadline = _deadline(context)
-            results = await asyncio.gather(
-                *(
-                    self._result(
-                        self._classify(
-                            image,
-                            request.top_k,
-                            request.return_probabilities,
-                            request.model_version,
-                            deadline,
+        async with answer(NATIVE_GRPC, "ClassifyBatch", context, self.metrics):
+            outcomes = await self.core.classify_each(
+                NATIVE_GRPC,
+                [converters.image(image) for image in request.images],
+                request.model_version,
+                _deadline(context),
+            )
+            return pb.ClassifyBatchResponse(
+                results=[
+                    converters.result(
+                        outcome
+                        if isinstance(outcome, ServiceError)
+                        else converters.response(
+                            outcome, request.top_k, request.return_probabilities
                         )
                     )
-                    for image in request.images
-                )
+                    for outcome in outcomes
+                ]
             )
-            return pb.ClassifyBatchResponse(results=results)
         raise AssertionError("unreachable")
 
     async def ClassifyStream(
@@ -223,7 +189,7 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
                 await asyncio.gather(*tasks)
             return whole
 
-        async with answer("ClassifyStream", context, self.metrics):
+        async with answer(NATIVE_GRPC, "ClassifyStream", context, self.metrics):
             reader = asyncio.create_task(read())
             try:
                 while (item := await outbox.get()) is not None:
@@ -235,24 +201,22 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
     async def Explain(
         self, request: pb.ExplainRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExplainResponse:
-        async with answer("Explain", context, self.metrics):
+        async with answer(NATIVE_GRPC, "Explain", context, self.metrics):
             class_index = request.class_index if request.HasField("class_index") else None
-            deadline = _deadline(context)
-
-            async def work() -> pb.ExplainResponse:
-                image = converters.explain_image(request.image, self.limits)
-                prediction, explanation = await self.repository.explain(
-                    image, class_index, request.model_version, deadline
-                )
-                return converters.explain_response(prediction, explanation, request.top_k)
-
-            return await self._counted(work())
+            prediction, explanation = await self.core.explain(
+                NATIVE_GRPC,
+                converters.image(request.image),
+                class_index,
+                request.model_version,
+                _deadline(context),
+            )
+            return converters.explain_response(prediction, explanation, request.top_k)
         raise AssertionError("unreachable")
 
     async def GetModelMetadata(
         self, request: pb.GetModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadata:
-        async with answer("GetModelMetadata", context, self.metrics):
+        async with answer(NATIVE_GRPC, "GetModelMetadata", context, self.metrics):
             default = self.repository.default()
             return converters.metadata(
                 self.repository.name,

@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from service.errors import DeadlineExceeded, QueueFull, ServiceError, Unavailable
+from service.core.errors import DeadlineExceeded, QueueFull, ServiceError, Unavailable
 
 log = logging.getLogger(__name__)
 

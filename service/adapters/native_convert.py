@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 from protos.vggserve.v1 import classifier_pb2 as pb
-from service import images
-from service.errors import InvalidImage, ServiceError
-from service.grpc_status import rpc_code
-from service.images import EncodedImage, ImageInput, Limits
-from service.repository import Prediction
-from service.runtime import Explanation, LoadedModel
+from service.adapters.grpc_status import rpc_code
+from service.core.classify import Encoded, Pixels, RawImage
+from service.core.errors import ServiceError
+from service.core.repository import Prediction
+from service.core.runtime import Explanation, LoadedModel
 
 
-def image(message: pb.Image, limits: Limits) -> ImageInput:
+def image(message: pb.Image) -> RawImage:
     kind = message.WhichOneof("data")
     if kind == "encoded":
-        return images.encoded(message.encoded, limits)
+        return Encoded(message.encoded)
     if kind == "pixels":
         p = message.pixels
-        return images.pixels(p.data, p.height, p.width, p.channels, limits)
-    raise InvalidImage("request has no image: set image.encoded or image.pixels")
+        return Pixels(p.data, p.height, p.width, p.channels)
+    return None
 
 
 def response(prediction: Prediction, top_k: int, with_probabilities: bool) -> pb.ClassifyResponse:
@@ -29,16 +28,6 @@ def response(prediction: Prediction, top_k: int, with_probabilities: bool) -> pb
     if with_probabilities:
         out.probabilities.extend(prediction.probabilities.tolist())
     return out
-
-
-def explain_image(message: pb.Image, limits: Limits) -> EncodedImage:
-    """Explain's image: encoded bytes only (the overlay is drawn on the decoded file)."""
-    checked = image(message, limits)
-    if not isinstance(checked, EncodedImage):
-        raise InvalidImage(
-            "Explain takes encoded image bytes (image.encoded: JPEG/PNG/BMP/GIF), not raw pixels"
-        )
-    return checked
 
 
 def explain_response(

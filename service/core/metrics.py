@@ -14,7 +14,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
-from service.batcher import BatchStats
+from service.core.batcher import BatchStats
 
 log = logging.getLogger(__name__)
 
@@ -30,20 +30,20 @@ class Metrics:
         r = self.registry
         self.requests = Counter(
             "vggserve_requests_total",
-            "RPCs answered, by method and gRPC status code",
-            ["method", "code"],
+            "RPCs answered, by protocol, method and gRPC status code",
+            ["protocol", "method", "code"],
             registry=r,
         )
         self.images = Counter(
             "vggserve_images_total",
-            "Images answered, by outcome (ok or error) and gRPC status code",
-            ["outcome", "code"],
+            "Images answered, by protocol, outcome (ok or error) and gRPC status code",
+            ["protocol", "outcome", "code"],
             registry=r,
         )
         self.request_latency = Histogram(
             "vggserve_request_duration_seconds",
-            "Time from receiving an RPC to answering it",
-            ["method"],
+            "Time from receiving an RPC to answering it, by protocol and method",
+            ["protocol", "method"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -97,22 +97,30 @@ class Metrics:
         self.images_per_second.set_function(self._rate)
         self._http: WSGIServer | None = None
         # labels() costs microseconds a call; the children are looked up once.
-        self._rpc_children: dict[tuple[str, str], tuple[Any, Any]] = {}
-        self._image_children: dict[str, Any] = {"OK": self.images.labels("ok", "OK")}
+        self._rpc_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._image_children: dict[tuple[str, str], Any] = {}
 
-    def record_rpc(self, method: str, code: str, seconds: float) -> None:
-        children = self._rpc_children.get((method, code))
+    def record_rpc(self, protocol: str, method: str, code: str, seconds: float) -> None:
+        """One call answered; `protocol` is one of service.core.protocols."""
+        key = (protocol, method, code)
+        children = self._rpc_children.get(key)
         if children is None:
-            children = (self.requests.labels(method, code), self.request_latency.labels(method))
-            self._rpc_children[(method, code)] = children
+            children = (
+                self.requests.labels(protocol, method, code),
+                self.request_latency.labels(protocol, method),
+            )
+            self._rpc_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
 
-    def record_image(self, code: str) -> None:
+    def record_image(self, protocol: str, code: str) -> None:
         """One image answered: code "OK", or the gRPC status code name of its error."""
-        child = self._image_children.get(code)
+        child = self._image_children.get((protocol, code))
         if child is None:
-            child = self._image_children[code] = self.images.labels("error", code)
+            outcome = "ok" if code == "OK" else "error"
+            child = self._image_children[(protocol, code)] = self.images.labels(
+                protocol, outcome, code
+            )
         child.inc()
 
     def _rate(self) -> float:

@@ -1,37 +1,31 @@
-"""The served model: its loaded versions, each behind its own batcher.
+"""The served model's routing: its loaded versions, each behind its own batcher.
 
-This is the service core (no gRPC): `classify` validates nothing (the caller
-passes validated images), picks the version, queues the image in that
-version's batcher and returns a `Prediction`. `explain` does the same with
-the version's second batcher, for Grad-CAM explanations: a gradient pass
-costs several forward passes, and classification must not queue behind it.
+`classify` validates nothing (service.core.classify does, before), picks the
+version, queues the image in that version's batcher and returns a
+`Prediction`. `explain` does the same with the version's second batcher, for
+Grad-CAM explanations: a gradient pass costs more than a forward pass, and
+classification must not queue behind it. Which versions are loaded is decided elsewhere
+(service.core.watcher: the model folder and the version policy); this module
+only adds, removes and reports them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from model import layout
-from service.batcher import Batcher
-from service.errors import InvalidRequest, NotExplainable, Unavailable, VersionNotFound
-from service.images import EncodedImage, ImageInput
-from service.metrics import Metrics
-from service.runtime import (
-    EXPLAIN_MAX_BATCH,
-    ExplainInput,
-    Explanation,
-    LoadedModel,
-    ModelLoadError,
-)
+from service.core.batcher import Batcher
+from service.core.errors import InvalidRequest, NotExplainable, Unavailable, VersionNotFound
+from service.core.images import EncodedImage, ImageInput
+from service.core.metrics import Metrics
+from service.core.runtime import EXPLAIN_MAX_BATCH, ExplainInput, Explanation, LoadedModel
+from service.core.versions import VersionState, VersionStatus
 from service.settings import Settings
-from service.versions import VersionPolicy
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +59,7 @@ class ServedVersion:
             name=f"model-v{model.version}",
         )
         # Its own queue and worker thread: classification never waits behind
-        # a gradient pass. Same limits, so Explain cannot hold more memory.
+        # a gradient pass. Same queue limit, small batches (see EXPLAIN_MAX_BATCH).
         self.explainer: Batcher[ExplainInput, Explanation] | None = None
         if model.can_explain:
             self.explainer = Batcher(
@@ -91,17 +85,15 @@ class ServedVersion:
 
 
 class ModelRepository:
-    """Loads the versions the policy selects and routes requests to them."""
+    """The versions being served, and requests routed to them."""
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.root = Path(settings.model_dir)
-        self.name = settings.model_name or self.root.resolve().name
-        self.policy = VersionPolicy.parse(settings.versions)
+        self.name = settings.model_name or Path(settings.model_dir).resolve().name
         self._versions: dict[int, ServedVersion] = {}
-        # Versions that failed to load, with the files' stamp when they did.
-        self._failed: dict[int, float] = {}
+        # Every version seen since start-up, in TF Serving's terms (ModelService).
+        self._states: dict[int, VersionStatus] = {}
         self._closing = False
         # Read when Prometheus scrapes (on its HTTP thread), not set per request.
         metrics.queue_depth.set_function(
@@ -111,6 +103,10 @@ class ModelRepository:
     @property
     def versions(self) -> list[int]:
         return sorted(self._versions)
+
+    def statuses(self) -> list[VersionStatus]:
+        """The state of every version seen since start-up (unloaded and failed ones: END)."""
+        return [self._states[v] for v in sorted(self._states)]
 
     def default(self) -> ServedVersion:
         if not self._versions:
@@ -130,81 +126,27 @@ class ModelRepository:
             raise VersionNotFound(f"model version {version} is not loaded (loaded: {loaded})")
         return served
 
-    async def load(self) -> list[int]:
-        """Loads and warms the versions the policy selects (start-up); returns them.
+    @property
+    def closing(self) -> bool:
+        return self._closing
 
-        Raises:
-            ModelLoadError: no version could be loaded.
-        """
-        await self.sync()
-        if not self._versions:
-            found = ", ".join(map(str, layout.list_versions(self.root))) or "none"
-            failed = ", ".join(map(str, sorted(self._failed)))
-            raise ModelLoadError(
-                f"no usable exported version under {self.root} matches "
-                f"'{self.settings.versions}' (found: {found}"
-                f"{'; failed to load: ' + failed if failed else ''}); run `make train` first"
-            )
-        return self.versions
+    def set_state(self, version: int, state: VersionState, error: str = "") -> None:
+        """Records where `version` is in its life (ModelService reports it)."""
+        self._states[version] = VersionStatus(version, state, error)
 
-    async def watch(self, interval_s: float) -> None:
-        """Re-reads the model folder every `interval_s` seconds, forever."""
-        while not self._closing:
-            await asyncio.sleep(interval_s)
-            try:
-                await self.sync()
-            except Exception:  # keep watching: the next poll may succeed
-                log.exception("model folder check failed")
-
-    async def sync(self) -> None:
-        """Brings the loaded versions in line with the folder and the policy.
-
-        New versions are loaded and warmed off the event loop, then switched to
-        in one step; versions no longer wanted are removed from routing first,
-        then closed, which answers everything already queued for them. A
-        version that fails to load is logged and skipped (until its files
-        change); the versions being served stay.
-        """
-        usable = [v for v in layout.list_versions(self.root) if not self._known_bad(v)]
-        wanted = self.policy.select(usable)
-        for version in wanted:
-            if version not in self._versions and not self._closing:
-                await self._load(version)
-        keep = [v for v in wanted if v in self._versions]
-        if not keep:
-            return  # nothing wanted could be loaded: keep serving what we have
-        for version in [v for v in self._versions if v not in keep]:
-            await self._unload(version)
-
-    def _known_bad(self, version: int) -> bool:
-        stamp = self._failed.get(version)
-        return stamp is not None and stamp == _stamp(self.root / str(version))
-
-    async def _load(self, version: int) -> None:
-        started = time.perf_counter()
-        try:
-            model = await asyncio.to_thread(self._load_and_warm, version)
-        except Exception as exc:  # a broken export must never take the server down
-            self._failed[version] = _stamp(self.root / str(version))
-            self.metrics.loads.labels("failure").inc()
-            log.error(
-                "not serving %s version %d: it failed to load: %s",
-                self.name,
-                version,
-                _one_line(exc),
-            )
-            return
-        self._versions[version] = ServedVersion(model, self.settings, self.metrics)
-        self.metrics.loads.labels("success").inc()
-        self.metrics.loaded_versions.labels(str(version)).set(1)
+    def add(self, model: LoadedModel) -> None:
+        """Starts routing requests to a loaded, warm version."""
+        self._versions[model.version] = ServedVersion(model, self.settings, self.metrics)
+        self.set_state(model.version, VersionState.AVAILABLE)
+        self.metrics.loaded_versions.labels(str(model.version)).set(1)
         self._publish_info()
-        log.info(
-            "loaded %s version %d in %.2f s", self.name, version, time.perf_counter() - started
-        )
 
-    async def _unload(self, version: int) -> None:
+    async def remove(self, version: int) -> None:
+        """Stops routing to `version`, then answers what was queued for it and frees it."""
         served = self._versions.pop(version)  # new requests no longer reach it
+        self.set_state(version, VersionState.UNLOADING)
         await served.close()  # answers the ones already queued
+        self.set_state(version, VersionState.END)
         self.metrics.loaded_versions.remove(str(version))
         self.metrics.unloads.inc()
         self._publish_info()
@@ -222,15 +164,6 @@ class ModelRepository:
                 "input": f"{latest.preprocess.height}x{latest.preprocess.width}",
             }
         )
-
-    def _load_and_warm(self, version: int) -> LoadedModel:
-        model = LoadedModel(
-            self.name, self.root / str(version), on_call=lambda _: self.metrics.model_calls.inc()
-        )
-        sizes = sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, self.settings.max_batch_size})
-        seconds = model.warm_up([s for s in sizes if s <= self.settings.max_batch_size])
-        log.info("warmed up version %d in %.2f s", version, seconds)
-        return model
 
     async def classify(
         self, image: ImageInput, version: int = 0, deadline: float | None = None
@@ -274,16 +207,3 @@ class ModelRepository:
         """Refuses new work, then finishes every queued image."""
         self._closing = True
         await asyncio.gather(*(v.close() for v in self._versions.values()))
-
-
-def _stamp(version_dir: Path) -> float:
-    """Changes when the version's SavedModel is rewritten (then it is tried again)."""
-    try:
-        return (version_dir / "saved_model.pb").stat().st_mtime
-    except OSError:
-        return -1.0
-
-
-def _one_line(exc: BaseException) -> str:
-    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    return " ".join(str(text).split())[:500]

@@ -1,4 +1,4 @@
-"""`python -m service.healthcheck`: exit 0 when the server reports SERVING.
+"""`python -m vggclient.healthcheck`: exit 0 when the server reports SERVING.
 
 For container HEALTHCHECKs and scripts: asks the standard grpc.health.v1
 service through the project's client, prints the status, and exits 1 on
@@ -12,11 +12,11 @@ import sys
 import grpc
 
 from service import cli
-from service.client import Client
+from vggclient.client import Client
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = cli.ArgumentParser(prog="python -m service.healthcheck", description=__doc__)
+    parser = cli.ArgumentParser(prog="python -m vggclient.healthcheck", description=__doc__)
     parser.add_argument("--target", default="127.0.0.1:8500", help="server host:port")
     parser.add_argument("--service", default="", help="service name ('' = the whole server)")
     parser.add_argument(

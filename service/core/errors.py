@@ -1,6 +1,6 @@
 """The one exception hierarchy of the service core.
 
-Each error names its status as a plain string; `service.grpc_status` is the
+Each error names its status as a plain string; `service.adapters.grpc_status` is the
 single place that turns these into gRPC status codes, so the core stays free
 of gRPC. Messages are written for the user who caused them: say what is wrong
 and what is allowed. Anything not a ServiceError is a bug: it is logged with
@@ -54,6 +54,18 @@ class VersionNotFound(ServiceError):
     """The request names a model version that is not loaded."""
 
     code = "NOT_FOUND"
+
+
+class ModelNotFound(ServiceError):
+    """The request names a model this server does not serve."""
+
+    code = "NOT_FOUND"
+
+
+class Unimplemented(ServiceError):
+    """The request asks for something this server does not do (e.g. regression)."""
+
+    code = "UNIMPLEMENTED"
 
 
 class Unauthenticated(ServiceError):

@@ -7,6 +7,9 @@ This interceptor counts the RPCs of every service but health, and refuses the
 one over the limit at once with RESOURCE_EXHAUSTED (a client retries it with
 backoff; waiting instead would hold its stream). Streams are bounded in time
 by the servicer's idle timeout, so the slots they hold come back.
+
+The REST server takes its slots from the same limit (`try_enter`/`leave`), so
+--max-concurrent-rpcs bounds gRPC calls and HTTP requests together.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from typing import Any
 
 import grpc
 
-from service.metrics import Metrics
+from service.core import protocols
+from service.core.metrics import Metrics
 
 EXEMPT_PREFIX = "/grpc.health.v1.Health/"
 
@@ -33,6 +37,23 @@ class RpcLimit(grpc.aio.ServerInterceptor):
         self._metrics = metrics
         metrics.rpcs_in_flight.set_function(lambda: self.active)
 
+    def try_enter(self) -> bool:
+        """Takes a slot for a call made outside gRPC; False when all are taken."""
+        if self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def leave(self) -> None:
+        self.active -= 1
+
+    @property
+    def refusal(self) -> str:
+        return (
+            f"server is handling {self.limit} calls, its limit (--max-concurrent-rpcs); "
+            "retry with backoff"
+        )
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
@@ -41,20 +62,20 @@ class RpcLimit(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or details.method.startswith(EXEMPT_PREFIX):
             return handler
-        return self._wrap(handler, details.method.rsplit("/", 1)[-1])
+        return self._wrap(
+            handler, protocols.of_grpc_method(details.method), details.method.rsplit("/", 1)[-1]
+        )
 
-    async def _enter(self, method: str, context: grpc.aio.ServicerContext) -> None:
+    async def _enter(self, protocol: str, method: str, context: grpc.aio.ServicerContext) -> None:
         # All on the event loop's thread: no lock needed around the count.
         if self.active >= self.limit:
-            self._metrics.record_rpc(method, "RESOURCE_EXHAUSTED", 0.0)
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"server is handling {self.limit} calls, its limit (--max-concurrent-rpcs); "
-                "retry with backoff",
-            )
+            self._metrics.record_rpc(protocol, method, "RESOURCE_EXHAUSTED", 0.0)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, self.refusal)
         self.active += 1
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler, protocol: str, method: str
+    ) -> grpc.RpcMethodHandler:
         if handler.request_streaming and handler.response_streaming:
             inner, maker = handler.stream_stream, grpc.stream_stream_rpc_method_handler
         elif handler.request_streaming:
@@ -69,7 +90,7 @@ class RpcLimit(grpc.aio.ServerInterceptor):
             async def streaming(
                 request: Any, context: grpc.aio.ServicerContext
             ) -> AsyncIterator[Any]:
-                await self._enter(method, context)
+                await self._enter(protocol, method, context)
                 try:
                     answers = inner(request, context)
                     if inspect.isasyncgen(answers):
@@ -84,7 +105,7 @@ class RpcLimit(grpc.aio.ServerInterceptor):
         else:
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await self._enter(method, context)
+                await self._enter(protocol, method, context)
                 try:
                     return await inner(request, context)
                 finally:

@@ -1,4 +1,4 @@
-"""`python -m service.batch ... --explain-dir DIR`: a Grad-CAM overlay per image.
+"""`python -m vggclient.batch ... --explain-dir DIR`: a Grad-CAM overlay per image.
 
 After the rows are written, each image with an ok row gets DIR/<stem>-<hash>.overlay.png
 (the hash is of the row's path, so two `cat.jpg` in different folders do
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import grpc
 
-from service.client import client_from_args
-from service.explain_client import explain, overlay_name
+from vggclient.client import client_from_args
+from vggclient.explain import explain, overlay_name
 
 # Answers that say "not now"; the image is left without an overlay for a rerun.
 _TRANSIENT = {

@@ -31,8 +31,8 @@ from PIL import Image
 
 from model import layout
 from model.preprocessing import PreprocessConfig, decode, decode_error_reason
-from service.errors import InvalidImage, ServiceError
-from service.images import EncodedImage, ImageInput, PixelImage
+from service.core.errors import InvalidImage, ServiceError
+from service.core.images import EncodedImage, ImageInput, PixelImage
 
 log = logging.getLogger(__name__)
 

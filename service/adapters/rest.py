@@ -1,0 +1,289 @@
+"""The one HTTP server every REST protocol shares (aiohttp, on the server's loop).
+
+It owns what is the same for every REST API: the port, TLS, bearer tokens,
+the body size limit, the concurrent-call limit (shared with gRPC), request
+deadlines, the drain, per-request metrics, the unauthenticated `/metrics`,
+and turning errors into `{"error": "..."}` with the HTTP status of their code.
+
+A protocol module adds its routes through a `Protocol`: a metrics label and a
+function `routes(context) -> list[Route]`. Its handlers take the request and
+its deadline and return a response, raising `ServiceError` (or an aiohttp
+HTTPException) for anything a client did wrong; they never write error
+bodies themselves. For example:
+
+    async def live(request: web.Request, deadline: float | None) -> web.Response:
+        return web.json_response({"live": True})
+
+    PROTOCOL = rest.Protocol(V2_REST, lambda context: [
+        rest.Route("GET", "/v2/health/live", live, "ServerLive", open=True),
+    ])
+
+aiohttp's AppRunner installs no signal handlers (uvicorn's serve() would take
+SIGTERM from the drain in service.__main__).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.adapters.grpc_limits import RpcLimit
+from service.adapters.grpc_status import INTERNAL_MESSAGE
+from service.core.classify import Core
+from service.core.errors import DeadlineExceeded, InvalidRequest, ServiceError
+from service.security import bearer_problem, ssl_context
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# A request's timeout, in seconds: this header, else this query parameter.
+TIMEOUT_HEADER = "Request-Timeout"
+TIMEOUT_QUERY = "timeout"
+METRICS_PATH = "/metrics"
+# The status a shutting-down server refuses new requests with, and its message.
+SHUTTING_DOWN = "the server is shutting down; retry on another replica"
+
+# gRPC code names (ServiceError.code) -> HTTP status. The one such mapping.
+HTTP_STATUS = {
+    "INVALID_ARGUMENT": 400,
+    "UNAUTHENTICATED": 401,
+    "NOT_FOUND": 404,
+    "RESOURCE_EXHAUSTED": 429,
+    "INTERNAL": 500,
+    "UNIMPLEMENTED": 501,
+    "UNAVAILABLE": 503,
+    "DEADLINE_EXCEEDED": 504,
+}
+# HTTP status -> the code name recorded in the metrics' `code` label, so REST
+# and gRPC requests are counted in the same terms.
+_CODE_OF_STATUS = {status: code for code, status in HTTP_STATUS.items()} | {
+    405: "UNIMPLEMENTED",
+    413: "RESOURCE_EXHAUSTED",
+    415: "INVALID_ARGUMENT",
+}
+
+Handler = Callable[[web.Request, float | None], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint of a protocol.
+
+    Attributes:
+        method: the HTTP method.
+        path: an aiohttp path pattern, e.g. `/v1/models/{name}`.
+        handler: `handler(request, deadline)`; deadline is a time.monotonic()
+            instant or None.
+        name: the `method` label of its metrics (e.g. "Predict").
+        open: answered without a bearer token (health probes only).
+    """
+
+    method: str
+    path: str
+    handler: Handler
+    name: str
+    open: bool = False
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a protocol's routes may use: the core (`core.serving`: ready for traffic)."""
+
+    core: Core
+
+
+@dataclass(frozen=True)
+class Protocol:
+    label: str  # its `protocol` metrics label (service.core.protocols)
+    routes: Callable[[Context], list[Route]]
+
+
+def error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def deadline_of(request: web.Request) -> float | None:
+    """The request's deadline (time.monotonic()), from its header or query parameter.
+
+    Raises:
+        InvalidRequest: the value is not a positive number of seconds.
+    """
+    raw = request.headers.get(TIMEOUT_HEADER) or request.query.get(TIMEOUT_QUERY)
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise InvalidRequest(
+            f"timeout {raw!r}: give a positive number of seconds "
+            f"(header {TIMEOUT_HEADER} or query parameter {TIMEOUT_QUERY})"
+        )
+    return time.monotonic() + seconds
+
+
+class RestServer:
+    """The REST APIs of `protocols` and /metrics on `settings.host:settings.rest_port`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        context: Context,
+        protocols: Sequence[Protocol],
+        tokens: list[bytes],
+        limit: RpcLimit,
+    ) -> None:
+        self.settings = settings
+        self.metrics = context.core.metrics
+        self._tokens = tokens
+        self._limit = limit
+        self._draining = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        # The body limit is the gRPC message limit: the same images fit both.
+        app = web.Application(
+            client_max_size=settings.max_message_bytes, middlewares=[self._json_errors]
+        )
+        app.router.add_get(METRICS_PATH, self._metrics)
+        for protocol in protocols:
+            for route in protocol.routes(context):
+                app.router.add_route(route.method, route.path, self._wrap(protocol.label, route))
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        self.port: int | None = None
+
+    async def start(self) -> int:
+        """Binds and serves; returns the port. Raises OSError naming the address."""
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner,
+            self.settings.host,
+            self.settings.rest_port,
+            ssl_context=ssl_context(self.settings),
+            reuse_port=False,
+        )
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise OSError(
+                f"cannot serve REST on {self.settings.host}:{self.settings.rest_port}: "
+                f"{os.strerror(exc.errno) if exc.errno else exc} (--rest-port -1 turns REST off)"
+            ) from None
+        self.port = int(self._runner.addresses[0][1])
+        return self.port
+
+    async def stop(self, timeout_s: float) -> None:
+        """Refuses new requests, waits up to `timeout_s` for the accepted ones, closes."""
+        self._draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            log.warning("%d REST request(s) still running after the drain", self._in_flight)
+        await self._runner.cleanup()
+
+    @web.middleware
+    async def _json_errors(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Errors outside any route (unknown path, wrong method) as JSON too."""
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return error(exc.status, _message(exc, request, self.settings.max_message_bytes))
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        # Unauthenticated, like the probes: scrapers carry no token.
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    def _wrap(
+        self, protocol: str, route: Route
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            started = time.perf_counter()
+            response, code = await self._answer(request, route)
+            self.metrics.record_rpc(protocol, route.name, code, time.perf_counter() - started)
+            return response
+
+        return handle
+
+    async def _answer(self, request: web.Request, route: Route) -> tuple[web.StreamResponse, str]:
+        if self._draining:
+            refused = error(503, SHUTTING_DOWN)
+            refused.force_close()
+            return refused, "UNAVAILABLE"
+        if not route.open and self._tokens:
+            problem = bearer_problem(self._tokens, request.headers.get("Authorization", ""))
+            if problem is not None:
+                denied = error(401, problem)
+                denied.headers["WWW-Authenticate"] = "Bearer"
+                return denied, "UNAUTHENTICATED"
+        limited = not route.open
+        if limited and not self._limit.try_enter():
+            return error(429, self._limit.refusal), "RESOURCE_EXHAUSTED"
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            return await self._run(request, route), "OK"
+        except ServiceError as exc:
+            return error(HTTP_STATUS.get(exc.code, 500), exc.message), exc.code
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return error(
+                exc.status, _message(exc, request, self.settings.max_message_bytes)
+            ), _CODE_OF_STATUS.get(
+                exc.status, "INVALID_ARGUMENT" if exc.status < 500 else "INTERNAL"
+            )
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            return error(500, INTERNAL_MESSAGE), "INTERNAL"
+        finally:
+            if limited:
+                self._limit.leave()
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def _run(self, request: web.Request, route: Route) -> web.StreamResponse:
+        length = request.content_length
+        if length is not None and length > self.settings.max_message_bytes:
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=self.settings.max_message_bytes, actual_size=length
+            )
+        deadline = deadline_of(request)
+        if deadline is None:
+            return await route.handler(request, deadline)
+        try:
+            async with asyncio.timeout_at(_loop_time(deadline)):
+                return await route.handler(request, deadline)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                "deadline passed before the request was answered (its timeout)"
+            ) from None
+
+
+def _loop_time(deadline: float) -> float:
+    """A time.monotonic() instant on the event loop's clock."""
+    return asyncio.get_running_loop().time() + (deadline - time.monotonic())
+
+
+def _message(exc: web.HTTPException, request: web.Request, max_bytes: int) -> str:
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return f"request body is larger than {max_bytes} bytes, the limit (--max-message-bytes)"
+    if exc.status == 404 and exc.text == "404: Not Found":
+        return f"no such endpoint: {request.method} {request.path}"
+    if exc.status == 405:
+        return f"{request.method} is not allowed on {request.path}"
+    return exc.text or exc.reason

@@ -1,0 +1,181 @@
+"""TensorFlow Serving's REST API, on the shared REST server (adapters/rest.py).
+
+    GET  /v1/models/NAME[/versions/N]             version states
+    GET  /v1/models/NAME[/versions/N]/metadata    the signatures
+    POST /v1/models/NAME[/versions/N]:predict     {"instances": [...]} or {"inputs": ...}
+    POST /v1/models/NAME[/versions/N]:classify    {"examples": [{"image/encoded": {"b64": ...}}]}
+
+`serving_default` takes encoded images as {"b64": "..."}; `serving_pixels`
+takes uint8 pixels as nested lists [height][width][channels]. The row format
+("instances") answers {"predictions": [[...], ...]}, the columnar one
+("inputs") {"outputs": [[...], ...]}, as TF Serving does for a signature with
+one output. Errors: {"error": "..."} (adapters/rest.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+from google.protobuf import json_format
+
+from service.adapters import rest, tfserving
+from service.core.classify import Core, Encoded, Pixels, RawImage
+from service.core.errors import InvalidImage, InvalidRequest
+from service.core.protocols import TFSERVING_REST
+from service.core.repository import Prediction
+
+NAME = "{name:[^/:]+}"
+VERSION = "{version:[0-9]+}"
+
+
+def _version(request: web.Request) -> int:
+    raw = request.match_info.get("version")
+    return tfserving.version_of(int(raw) if raw is not None else None)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.read())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"the request body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return body
+
+
+def _encoded(value: Any, where: str) -> RawImage:
+    if not (isinstance(value, dict) and list(value) == ["b64"] and isinstance(value["b64"], str)):
+        raise InvalidImage(f'{where}: an encoded image must be {{"b64": "<base64 bytes>"}}')
+    try:
+        return Encoded(base64.b64decode(value["b64"], validate=True))
+    except binascii.Error:
+        raise InvalidImage(f"{where}: the b64 value is not valid base64") from None
+
+
+def _pixels(value: Any, where: str) -> RawImage:
+    try:
+        array = np.asarray(value)
+    except ValueError:
+        array = np.asarray(None)  # ragged lists: refused below
+    if array.ndim != 3 or array.dtype.kind not in "iu" or array.size == 0:
+        raise InvalidImage(f"{where}: pixels must be integer lists [height][width][channels]")
+    if array.min() < 0 or array.max() > 255:
+        raise InvalidImage(f"{where}: pixel values must be 0-255")
+    height, width, channels = array.shape
+    return Pixels(array.astype(np.uint8).tobytes(), height, width, channels)
+
+
+def images_of(body: dict[str, Any], sig: tfserving.Signature) -> tuple[list[RawImage], bool]:
+    """The images of a :predict body, and whether it used the row format ("instances")."""
+    convert = _pixels if sig.pixels else _encoded
+    if ("instances" in body) == ("inputs" in body):
+        raise InvalidRequest('the body must hold exactly one of "instances" and "inputs"')
+    rows = "instances" in body
+    data = body["instances" if rows else "inputs"]
+    if rows and isinstance(data, list):
+        # Each instance is the image itself, or {"<input name>": image}.
+        named = [
+            item[sig.input] if isinstance(item, dict) and list(item) == [sig.input] else item
+            for item in data
+        ]
+        return [convert(v, f"instance {i}") for i, v in enumerate(named)], True
+    if not rows:
+        if isinstance(data, dict) and "b64" not in data:
+            tfserving.check_inputs(sig, list(data))
+            data = data[sig.input]
+        if isinstance(data, list):
+            return [convert(v, f"input {i}") for i, v in enumerate(data)], False
+    raise InvalidRequest(
+        f'"{"instances" if rows else "inputs"}" must be a list of images '
+        f"({'pixel lists' if sig.pixels else 'b64 objects'})"
+    )
+
+
+def _classify_images(body: dict[str, Any]) -> list[RawImage]:
+    examples = body.get("examples")
+    if not isinstance(examples, list):
+        raise InvalidRequest('the body must hold "examples": a list of objects')
+    context = body.get("context") or {}
+    images = []
+    for i, example in enumerate(examples):
+        merged = {**context, **example} if isinstance(example, dict) else None
+        if merged is None or tfserving.IMAGE_FEATURE not in merged:
+            raise InvalidImage(
+                f'example {i}: put the image under "{tfserving.IMAGE_FEATURE}" as {{"b64": ...}}'
+            )
+        images.append(_encoded(merged[tfserving.IMAGE_FEATURE], f"example {i}"))
+    return images
+
+
+def routes(context: rest.Context) -> list[rest.Route]:
+    core: Core = context.core
+    repository = core.repository
+
+    async def predictions(
+        request: web.Request, raws: list[RawImage], deadline: float | None
+    ) -> list[Prediction]:
+        return await core.classify_all(TFSERVING_REST, raws, _version(request), deadline)
+
+    async def predict(request: web.Request, deadline: float | None) -> web.Response:
+        core.check_model(request.match_info["name"])
+        body = await _body(request)
+        sig = tfserving.signature(body.get("signature_name", ""))
+        raws, rows = images_of(body, sig)
+        found = await predictions(request, raws, deadline)
+        values = [p.probabilities.tolist() for p in found]
+        return web.json_response({"predictions": values} if rows else {"outputs": values})
+
+    async def classify(request: web.Request, deadline: float | None) -> web.Response:
+        core.check_model(request.match_info["name"])
+        body = await _body(request)
+        if tfserving.signature(body.get("signature_name", "")).pixels:
+            raise InvalidRequest(":classify takes encoded images; use :predict for pixels")
+        found = await predictions(request, _classify_images(body), deadline)
+        ranked = [[[label, score] for label, score in tfserving.ranked(p)] for p in found]
+        return web.json_response({"result": ranked})
+
+    async def status(request: web.Request, deadline: float | None) -> web.Response:
+        core.check_model(request.match_info["name"])
+        found = tfserving.statuses(repository, _version(request))
+        return web.json_response(
+            {
+                "model_version_status": [
+                    {
+                        "version": str(s.version),
+                        "state": s.state.value,
+                        "status": {
+                            "error_code": "UNKNOWN" if s.error else "OK",
+                            "error_message": s.error,
+                        },
+                    }
+                    for s in found
+                ]
+            }
+        )
+
+    async def metadata(request: web.Request, deadline: float | None) -> web.Response:
+        core.check_model(request.match_info["name"])
+        model = repository.get(_version(request)).model
+        defs = json_format.MessageToDict(
+            tfserving.signature_def_map(model), preserving_proto_field_name=True
+        )
+        spec = {"name": repository.name, "signature_name": "", "version": str(model.version)}
+        return web.json_response({"model_spec": spec, "metadata": {"signature_def": defs}})
+
+    routes = []
+    for prefix in (f"/v1/models/{NAME}", f"/v1/models/{NAME}/versions/{VERSION}"):
+        routes += [
+            rest.Route("GET", prefix, status, "GetModelStatus"),
+            rest.Route("GET", f"{prefix}/metadata", metadata, "GetModelMetadata"),
+            rest.Route("POST", f"{prefix}:predict", predict, "Predict"),
+            rest.Route("POST", f"{prefix}:classify", classify, "Classify"),
+        ]
+    return routes
+
+
+PROTOCOL = rest.Protocol(TFSERVING_REST, routes)
