@@ -4,6 +4,11 @@
     GET  /v1/models/NAME[/versions/N]/metadata    the signatures
     POST /v1/models/NAME[/versions/N]:predict     {"instances": [...]} or {"inputs": ...}
     POST /v1/models/NAME[/versions/N]:classify    {"examples": [{"image/encoded": {"b64": ...}}]}
+    POST /v1/models/NAME[/versions/N]:explain     {"instances": [...], "class_index"?, "top_k"?}
+
+`:explain` is KServe's V1 verb (TF Serving has none): Grad-CAM of each image,
+the heatmap and overlay as PNGs ({"b64": ...}), from the version's `gradcam`
+signature.
 
 `serving_default` takes encoded images as {"b64": "..."}; `serving_pixels`
 takes uint8 pixels as nested lists [height][width][channels]. The row format
@@ -112,6 +117,19 @@ def _classify_images(body: dict[str, Any]) -> list[RawImage]:
     return images
 
 
+def _class_indices(given: Any, count: int) -> list[int | None]:
+    """`class_index`: absent (predicted), one for all, or one per instance (-1: predicted)."""
+    values = given if isinstance(given, list) else [given] * count
+    if len(values) != count or not all(
+        v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= -1) for v in values
+    ):
+        raise InvalidRequest(
+            f'"class_index" must be a class number (-1: the predicted class), or a list of '
+            f"{count} of them, got {given!r}"
+        )
+    return [None if v is None or v == -1 else v for v in values]
+
+
 def routes(context: rest.Context) -> list[rest.Route]:
     core: Core = context.core
     repository = core.repository
@@ -138,6 +156,33 @@ def routes(context: rest.Context) -> list[rest.Route]:
         found = await predictions(request, _classify_images(body), deadline)
         ranked = [[[label, score] for label, score in tfserving.ranked(p)] for p in found]
         return web.json_response({"result": ranked})
+
+    async def explain(request: web.Request, deadline: float | None) -> web.Response:
+        """KServe's V1 `:explain` verb: Grad-CAM of each instance (README "Explanations")."""
+        core.check_model(request.match_info["name"])
+        body = await _body(request)
+        raws, _ = images_of(body, tfserving.signature(""))
+        wanted = _class_indices(body.get("class_index"), len(raws))
+        top_k = body.get("top_k", 5)
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0:
+            raise InvalidRequest(f'"top_k" must be a whole number >= 0, got {top_k!r}')
+        answers = await core.explain_all(TFSERVING_REST, raws, wanted, _version(request), deadline)
+        return web.json_response(
+            {
+                "model_spec": {"name": repository.name, "version": str(answers[0][0].version)},
+                "explanations": [
+                    {
+                        "class_index": explanation.class_index,
+                        "label": prediction.labels[explanation.class_index],
+                        "probability": float(prediction.probabilities[explanation.class_index]),
+                        "top": [[label, p] for _, label, p in prediction.top(top_k)],
+                        "heatmap_png": {"b64": base64.b64encode(explanation.heatmap_png).decode()},
+                        "overlay_png": {"b64": base64.b64encode(explanation.overlay_png).decode()},
+                    }
+                    for prediction, explanation in answers
+                ],
+            }
+        )
 
     async def status(request: web.Request, deadline: float | None) -> web.Response:
         core.check_model(request.match_info["name"])
@@ -174,6 +219,7 @@ def routes(context: rest.Context) -> list[rest.Route]:
             rest.Route("GET", f"{prefix}/metadata", metadata, "GetModelMetadata"),
             rest.Route("POST", f"{prefix}:predict", predict, "Predict"),
             rest.Route("POST", f"{prefix}:classify", classify, "Classify"),
+            rest.Route("POST", f"{prefix}:explain", explain, "Explain"),
         ]
     return routes
 

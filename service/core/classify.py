@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from service.core import images
 from service.core.errors import InvalidImage, ModelNotFound, ServiceError
@@ -38,6 +39,7 @@ class Pixels:
 
 
 RawImage = Encoded | Pixels | None  # None: the request carried no image
+T = TypeVar("T")
 
 
 class Core:
@@ -164,10 +166,37 @@ class Core:
         """
         if not raws:
             raise InvalidImage("the request holds no image: send at least one")
-        outcomes = await self.classify_each(protocol, raws, version, deadline)
-        for index, outcome in enumerate(outcomes):
-            if isinstance(outcome, ServiceError):
-                if len(outcomes) == 1:
-                    raise outcome
-                raise type(outcome)(f"image {index} of {len(outcomes)}: {outcome.message}")
-        return outcomes  # type: ignore[return-value]  # no ServiceError left
+        return _whole(await self.classify_each(protocol, raws, version, deadline))
+
+    async def explain_all(
+        self,
+        protocol: str,
+        raws: Sequence[RawImage],
+        class_indices: Sequence[int | None],
+        version: int = 0,
+        deadline: float | None = None,
+    ) -> list[tuple[Prediction, Explanation]]:
+        """`explain` for several images at once, answered as a whole like `classify_all`."""
+        if not raws:
+            raise InvalidImage("the request holds no image: send at least one")
+        self.repository.get(version)  # an unknown version fails the call once
+
+        async def one(
+            raw: RawImage, wanted: int | None
+        ) -> tuple[Prediction, Explanation] | ServiceError:
+            try:
+                return await self.explain(protocol, raw, wanted, version, deadline)
+            except ServiceError as exc:
+                return exc
+
+        return _whole(await asyncio.gather(*map(one, raws, class_indices)))
+
+
+def _whole(outcomes: Sequence[T | ServiceError]) -> list[T]:
+    """The answers, or the first failure's kind of error naming its image."""
+    for index, outcome in enumerate(outcomes):
+        if isinstance(outcome, ServiceError):
+            if len(outcomes) == 1:
+                raise outcome
+            raise type(outcome)(f"image {index} of {len(outcomes)}: {outcome.message}")
+    return list(outcomes)  # type: ignore[arg-type]  # no ServiceError left

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import shutil
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,3 +112,61 @@ def test_client_and_batch_write_overlays(explain_server: RunningServer, tmp_path
     overlays = sorted(beside.iterdir())
     assert len(overlays) == 3 and all(p.name.endswith(".overlay.png") for p in overlays)
     Image.open(overlays[0]).verify()
+
+
+def post(server: RunningServer, path: str, body: object) -> tuple[int, dict]:
+    request = urllib.request.Request(
+        f"{server.rest_url}{path}", data=json.dumps(body).encode(), method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def b64(data: bytes) -> dict[str, str]:
+    return {"b64": base64.b64encode(data).decode()}
+
+
+def unb64(value: dict[str, str]) -> bytes:
+    return base64.b64decode(value["b64"])
+
+
+def test_rest_explain_matches_the_grpc_answer(explain_server: RunningServer) -> None:
+    images = [encode(random_pixels(30, 20, seed=4)), encode(random_pixels(16, 16, seed=5))]
+    status, body = post(
+        explain_server,
+        "/v1/models/tiny:explain",
+        {"instances": [b64(i) for i in images], "class_index": [-1, 5], "top_k": 3},
+    )
+    assert status == 200, body
+    with explain_server.client(timeout=30.0) as c:
+        grpc_answers = [
+            explain(c, images[0], top_k=3),
+            explain(c, images[1], class_index=5, top_k=3),
+        ]
+    assert body["model_spec"] == {"name": "tiny", "version": "2"}
+    for got, want in zip(body["explanations"], grpc_answers, strict=True):
+        assert (got["class_index"], got["label"]) == (want.class_index, want.label)
+        assert [label for label, _ in got["top"]] == [s.label for s in want.classification.classes]
+        assert unb64(got["heatmap_png"]) == want.heatmap_png
+        assert unb64(got["overlay_png"]) == want.overlay_png
+    assert Image.open(io.BytesIO(unb64(body["explanations"][0]["overlay_png"]))).size == (20, 30)
+
+
+@pytest.mark.parametrize(
+    "path, body, status, fragment",
+    [
+        ("/v1/models/tiny/versions/1:explain", None, 400, "no 'gradcam' signature"),
+        ("/v1/models/tiny:explain", {"class_index": [1, 2]}, 400, "a list of 1 of them"),
+        ("/v1/models/tiny:explain", {"top_k": -1}, 400, '"top_k" must be'),
+        ("/v1/models/other:explain", None, 404, "not served here"),
+    ],
+)
+def test_rest_explain_errors(
+    explain_server: RunningServer, path: str, body: dict | None, status: int, fragment: str
+) -> None:
+    request = {"instances": [b64(encode(random_pixels(16, 16)))], **(body or {})}
+    got_status, got = post(explain_server, path, request)
+    assert (got_status, fragment in got["error"]) == (status, True), got
