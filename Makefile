@@ -17,7 +17,7 @@ venv: $(STAMP)
 # requirements-nodeps.txt: tritonclient (a test client) declares protobuf<7 and
 # ml-dtypes<=0.5.4 yet works with our pins; what else it needs is in
 # requirements-dev.txt. README "Dependencies" says why `pip check` flags it.
-$(STAMP): requirements.txt requirements-dev.txt requirements-nodeps.txt constraints.txt pyproject.toml
+$(STAMP): requirements.txt requirements-ray.txt requirements-dev.txt requirements-nodeps.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt -c constraints.txt

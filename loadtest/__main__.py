@@ -47,6 +47,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="fail when the aggregated p95 latency is above this (default: 2000)",
     )
     p.add_argument(
+        "--explain-share",
+        type=float,
+        default=0.0,
+        help="share of single-image calls sent as Explain (Grad-CAM) instead of Classify",
+    )
+    p.add_argument(
         "--server-arg",
         action="append",
         default=[],
@@ -109,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
             str(args.max_failure_ratio),
             "--max-p95-ms",
             str(args.max_p95_ms),
+            "--explain-share",
+            str(args.explain_share),
         ]
         print(f"locust: {args.users} users against {target} for {args.run_time}", flush=True)
         code = subprocess.run(command, check=False).returncode

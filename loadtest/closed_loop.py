@@ -85,6 +85,26 @@ async def single_worker(
         i += 1
 
 
+async def explain_worker(
+    stub: pb_grpc.ImageClassifierStub,
+    images: list[bytes],
+    offset: int,
+    recorder: Recorder,
+    stop: asyncio.Event,
+) -> None:
+    """Native Explain calls, one image each."""
+    i = offset
+    while not stop.is_set():
+        started = time.perf_counter()
+        try:
+            request = pb.ExplainRequest(image=pb.Image(encoded=images[i % len(images)]), top_k=5)
+            await stub.Explain(request, timeout=60)
+            recorder.ok(time.perf_counter() - started, 1)
+        except grpc.aio.AioRpcError:
+            recorder.error()
+        i += 1
+
+
 async def batch_worker(
     stub: pb_grpc.ImageClassifierStub,
     images: list[bytes],
@@ -176,6 +196,11 @@ async def _workers(
     stub = pb_grpc.ImageClassifierStub(channel)
     if args.mode == "stream":
         return [asyncio.create_task(stream_worker(stub, images, args.concurrency, recorder, stop))]
+    if args.mode == "explain":
+        return [
+            asyncio.create_task(explain_worker(stub, images, k * 7, recorder, stop))
+            for k in range(args.concurrency)
+        ]
     return [
         asyncio.create_task(batch_worker(stub, images, args.batch, k * 7, recorder, stop))
         for k in range(args.concurrency)
@@ -254,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="", help="model name (every protocol but native needs it)")
     p.add_argument("--corpus", required=True, help="folder of encoded images")
     p.add_argument("--concurrency", type=int, default=1, help="requests (or images) in flight")
-    p.add_argument("--mode", choices=["classify", "batch", "stream"], default="classify")
+    p.add_argument("--mode", choices=["classify", "batch", "stream", "explain"], default="classify")
     p.add_argument("--batch", type=int, default=32, help="images per ClassifyBatch call")
     p.add_argument("--window", type=float, default=2.0, help="seconds per measurement window")
     p.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring")

@@ -8,6 +8,10 @@ percentiles land in locust's statistics like HTTP requests do. Images come
 from a generated corpus of JPEG and PNG files, 32x32 to 640x480, built once
 when locust starts.
 
+With --explain-share F, that share of the single-image calls are Explain
+(Grad-CAM) instead of Classify: the mix that shows whether explanations slow
+classification (the judge prints Classify's own p99 for comparing runs).
+
 The run judges itself, locust's documented way: when locust quits, a listener
 compares this run's statistics with --max-failure-ratio and --max-p95-ms
 (options this file adds to locust's command line) and sets locust's exit code.
@@ -52,6 +56,12 @@ def add_thresholds(parser: argparse.ArgumentParser, **_: Any) -> None:
         default=2000.0,
         help="exit 1 when the aggregated p95 latency is above this (default: 2000)",
     )
+    parser.add_argument(
+        "--explain-share",
+        type=float,
+        default=0.0,
+        help="share of single-image calls sent as Explain instead of Classify (default: 0)",
+    )
 
 
 def problems(environment: Environment) -> list[str]:
@@ -82,6 +92,14 @@ def judge(environment: Environment, **_: Any) -> None:
         f"p95 {p95:.0f} ms",
         file=sys.stderr,
     )
+    classify = environment.stats.get("Classify", "grpc")
+    if classify.num_requests:
+        print(
+            f"Classify: {classify.num_requests} requests, "
+            f"p50 {classify.get_response_time_percentile(0.5):.0f} ms, "
+            f"p99 {classify.get_response_time_percentile(0.99):.0f} ms",
+            file=sys.stderr,
+        )
     found = problems(environment)
     for problem in found:
         print(f"FAIL: {problem}", file=sys.stderr)
@@ -151,6 +169,10 @@ class ClassifierUser(GrpcUser):
     @task(4)
     def classify(self) -> None:
         image = pb.Image(encoded=random.choice(CORPUS))
+        options = self.environment.parsed_options
+        if options is not None and random.random() < options.explain_share:
+            self.stub.Explain(pb.ExplainRequest(image=image, top_k=5), timeout=30)
+            return
         self.stub.Classify(pb.ClassifyRequest(image=image, top_k=5), timeout=30)
 
     @task(1)

@@ -48,6 +48,8 @@ class TrainOptions:
     version: int | None = None
     verbose: int | str = "auto"
     skip_if_exists: bool = False
+    distributed: bool = False
+    collective_timeout: float = 300.0
 
 
 def _positive_int(text: str) -> int:
@@ -169,6 +171,19 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
         default=d.verbose,
         help="Keras progress: 0 silent, 1 progress bar, 2 one line an epoch",
     )
+    dist = p.add_argument_group("several workers or GPUs (model.distributed)")
+    dist.add_argument(
+        "--distributed",
+        action="store_true",
+        help="train with MultiWorkerMirroredStrategy on the workers TF_CONFIG names (none: "
+        "this machine, every GPU); --batch-size is per replica; worker 0 exports",
+    )
+    dist.add_argument(
+        "--collective-timeout",
+        type=float,
+        default=d.collective_timeout,
+        help="seconds a step waits for the other workers before the run fails",
+    )
     out = p.add_argument_group("output")
     out.add_argument("--output", default=d.output, help="models folder")
     out.add_argument("--name", default=d.name, help="model name")
@@ -186,4 +201,8 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
             p.error("--width and --batch-norm change networks trained from scratch, not --weights")
         if options.epochs is not None:
             p.error("with --weights, set --head-epochs and --fine-tune-epochs instead of --epochs")
+        if options.distributed:
+            p.error("--distributed trains networks from scratch; it does not take --weights yet")
+    if options.collective_timeout <= 0:
+        p.error("--collective-timeout must be positive")
     return options

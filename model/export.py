@@ -6,6 +6,9 @@ Two signatures share the model and the preprocessing of `model.preprocessing`:
   -> decode -> RGB -> resize -> model -> `probabilities` float32 [batch, classes].
 - `serving_pixels`: `pixels` uint8 [batch, height, width, channels] (channels
   1, 3 or 4; one size per batch) -> RGB -> resize -> model -> `probabilities`.
+- `gradcam`: `images` tf.string [batch] and `class_index` int32 [batch] (-1:
+  the predicted class) -> Grad-CAM `heatmap`, `heatmap_png`, `overlay_png`,
+  `class_index` and `probabilities` (see `model.gradcam`).
 
 A version is written to a temporary folder beside its final place and renamed
 into place, so a server watching the folder never sees half a model.
@@ -22,7 +25,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from model import layout
+from model import gradcam, layout
 from model.preprocessing import PreprocessConfig, preprocess_encoded_batch, preprocess_pixels
 
 
@@ -33,6 +36,7 @@ def export_model(
     model_dir: str | Path,
     version: int | None = None,
     extra: Callable[[Path], None] | None = None,
+    explanations: bool = True,
 ) -> Path:
     """Writes `model` as `model_dir/<version>` and returns that path.
 
@@ -44,6 +48,8 @@ def export_model(
         version: the version number; by default one more than the highest.
         extra: called with the temporary version folder before the rename,
             to add files (the training report) that must appear atomically too.
+        explanations: add the `gradcam` signature (False: an export like
+            those made before it, which servers must keep serving).
 
     Raises:
         FileExistsError: `version` was given and already exists.
@@ -58,7 +64,7 @@ def export_model(
     # (the server may run as another user), so give it the umask's usual mode.
     os.chmod(staging, 0o777 & ~_umask())
     try:
-        _write_savedmodel(model, preprocess, staging)
+        _write_savedmodel(model, preprocess, staging, explanations)
         (staging / layout.LABELS).write_text("\n".join(class_names) + "\n", encoding="utf-8")
         (staging / layout.PREPROCESSING).write_text(preprocess.to_json() + "\n", encoding="utf-8")
         model.save(staging / layout.KERAS_MODEL)
@@ -75,7 +81,9 @@ def _umask() -> int:
     return current
 
 
-def _write_savedmodel(model: keras.Model, preprocess: PreprocessConfig, path: Path) -> None:
+def _write_savedmodel(
+    model: keras.Model, preprocess: PreprocessConfig, path: Path, explanations: bool
+) -> None:
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=layout.IMAGES_INPUT)])
     def serve_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -95,6 +103,8 @@ def _write_savedmodel(model: keras.Model, preprocess: PreprocessConfig, path: Pa
     archive.track(model)
     archive.add_endpoint(layout.SERVING_SIGNATURE, serve_images)
     archive.add_endpoint(layout.PIXELS_SIGNATURE, serve_pixels)
+    if explanations:
+        archive.add_endpoint(layout.GRADCAM_SIGNATURE, gradcam.endpoint(model, preprocess))
     archive.write_out(str(path), verbose=False)
     (path / "assets").mkdir(exist_ok=True)
 

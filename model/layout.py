@@ -25,6 +25,9 @@ REPORT = Path("report")
 KERAS_MODEL = Path("model.keras")
 SERVING_SIGNATURE = "serving_default"
 PIXELS_SIGNATURE = "serving_pixels"
+# Grad-CAM explanations (model.gradcam); versions exported before it lack it.
+GRADCAM_SIGNATURE = "gradcam"
+CLASS_INDEX_INPUT = "class_index"
 IMAGES_INPUT = "images"
 PIXELS_INPUT = "pixels"
 OUTPUT = "probabilities"

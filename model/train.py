@@ -10,11 +10,14 @@ that are not given (batch size, epochs, patience, batch-norm momentum, flips,
 class weights) are chosen from the data by `model.plan`; the report records
 each with its reason. With --weights, training runs in the phases of
 `model.transfer` (new head on a frozen base, then fine-tuning), each a fit
-of its own whose curves continue the previous one's.
+of its own whose curves continue the previous one's. With --distributed,
+training runs on the workers TF_CONFIG names (`model.distributed`); the chief
+(worker 0) evaluates and exports, the others only train.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import tempfile
@@ -27,12 +30,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from model import device, layout, transfer
+from model import device, distributed, layout, transfer
 from model.architecture import VGGConfig, build_vgg, preset
 from model.cli import TrainOptions, parse_args
 from model.data import DatasetError, ImageSet, cifar10, folder, stratified_split, synthetic
 from model.export import export_model
-from model.fitting import Phase, Throughput, batches, fit_phase
+from model.fitting import BestWeights, Phase, Throughput, batches, fit_phase
 from model.plan import (
     AUTO,
     WARMUP_SHARE,
@@ -63,9 +66,10 @@ class BelowMinAccuracy(Exception):
 
 @dataclass
 class TrainResult:
-    version_dir: Path
-    report: TrainingReport
+    version_dir: Path | None  # None on a worker that is not the chief (it exports nothing)
+    report: TrainingReport | None
     model: keras.Model
+    weights_digest: str = ""  # --distributed: equal on every worker of the run
 
 
 def load_data(
@@ -96,10 +100,14 @@ def _sample_pixels(data: ImageSet, n: int, side: int, seed: int) -> tuple[np.nda
     return np.concatenate(list(small.as_numpy_iterator())), sample.labels
 
 
-def make_plan(options: TrainOptions, train_set: ImageSet) -> Plan:
+def make_plan(options: TrainOptions, train_set: ImageSet, replicas: int = 1) -> Plan:
+    """The run's settings; with several replicas the batch size is per replica and an
+    epoch is a pass of the global batch (batch size x replicas)."""
     n = len(train_set)
     batch_size, batch_why = batch_size_for(n, options.batch_size)
-    steps, steps_why = steps_per_epoch_for(n, batch_size)
+    if replicas > 1:
+        batch_why += f"; per replica: {replicas} replicas, global batch {batch_size * replicas}"
+    steps, steps_why = steps_per_epoch_for(n, batch_size * replicas)
     epochs, epochs_why = epochs_for(steps, options.epochs)
     patience, patience_why = patience_for(steps, options.patience)
     momentum, momentum_why = momentum_for(steps)
@@ -149,6 +157,27 @@ def _still_improving(phase: dict[str, Any]) -> bool:
     return bool(phase["epochs_run"] == phase["epochs"] and phase["best_epoch"] >= last_tenth)
 
 
+def _phase_report(
+    name: str,
+    trains: str,
+    plan: Plan,
+    fitted: dict[str, list[float]],
+    best: BestWeights,
+    first_epoch: int = 0,
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "trains": trains,
+        "epochs": plan.epochs,
+        "epochs_run": len(fitted.get("loss", [])),
+        "first_epoch": first_epoch + 1,
+        "best_epoch": best.best_epoch,
+        "best_validation_accuracy": best.best[0],
+        "learning_rate": plan.learning_rate,
+        "warmup_steps": plan.warmup_steps,
+    }
+
+
 def _fit_phases(
     model: keras.Model,
     phases: list[tuple[Phase, Plan]],
@@ -169,19 +198,8 @@ def _fit_phases(
         )
         for key, values in fitted.items():
             history.setdefault(key, []).extend(values)
-        phase_reports.append(
-            {
-                "name": phase.name,
-                "trains": trains,
-                "epochs": phase_plan.epochs,
-                "epochs_run": len(fitted.get("loss", [])),
-                "first_epoch": first_epoch + 1,
-                "best_epoch": best.best_epoch,
-                "best_validation_accuracy": best.best[0],
-                "learning_rate": phase_plan.learning_rate,
-                "warmup_steps": phase_plan.warmup_steps,
-            }
-        )
+        report = _phase_report(phase.name, trains, phase_plan, fitted, best, first_epoch)
+        phase_reports.append(report)
         if options.target_accuracy is not None and best.best[0] >= options.target_accuracy:
             break
     return history, phase_reports
@@ -195,6 +213,9 @@ def train(options: TrainOptions) -> TrainResult:
         BelowMinAccuracy: validation accuracy is under `options.min_accuracy`.
     """
     started = time.perf_counter()
+    # The strategy comes before any other TensorFlow op (it configures the runtime).
+    strategy = distributed.strategy(options.collective_timeout) if options.distributed else None
+    role = distributed.role_of(strategy) if strategy else None
     keras.utils.set_random_seed(options.seed)
     size = (options.input_size, options.input_size) if options.input_size else None
     config: VGGConfig = preset(options.preset, input_size=size)
@@ -206,7 +227,7 @@ def train(options: TrainOptions) -> TrainResult:
     else:
         preprocess = PreprocessConfig(height=config.input_size[0], width=config.input_size[1])
     train_set, val_set, stats = load_data(options, preprocess)
-    plan = make_plan(options, train_set)
+    plan = make_plan(options, train_set, role.replicas if role else 1)
     cache, plan.reasons["cache"] = cache_for(
         options.cache,
         (stats.median_height, stats.median_width) if stats else None,
@@ -236,7 +257,8 @@ def train(options: TrainOptions) -> TrainResult:
             dropout=options.dropout,
             num_classes=num_classes,
         )
-        model = build_vgg(config, name=model_name)
+        with strategy.scope() if strategy else contextlib.nullcontext():
+            model = build_vgg(config, name=model_name)
         phases = [(Phase("train", plan.epochs, plan.learning_rate, None), plan)]
         model_settings = asdict(config)
     log.info(
@@ -251,17 +273,35 @@ def train(options: TrainOptions) -> TrainResult:
         plan.steps_per_epoch,
         "on" if plan.flip else "off",
     )
-    throughput = Throughput(plan.steps_per_epoch * plan.batch_size)
+    throughput = Throughput(plan.steps_per_epoch * plan.batch_size * (role.replicas if role else 1))
     # An automatic cache lives in a temporary folder for this run only.
     scratch = tempfile.TemporaryDirectory(prefix="vggserve-cache-") if cache == AUTO else None
     run_options = replace(options, cache=scratch.name if scratch else cache)
     try:
-        history, phase_reports = _fit_phases(
-            model, phases, train_set, val_set, run_options, throughput
-        )
+        if strategy is not None and role is not None:
+            history, best = distributed.fit(
+                model, plan, train_set, val_set, run_options, throughput, strategy, role
+            )
+            phase_reports = [_phase_report(phases[0][0].name, "every layer", plan, history, best)]
+        else:
+            history, phase_reports = _fit_phases(
+                model, phases, train_set, val_set, run_options, throughput
+            )
     finally:
         if scratch is not None:
             scratch.cleanup()
+    digest = ""
+    if strategy is not None and role is not None:
+        # Evaluation and export use a plain copy: no collectives, so only the chief
+        # does them (the others would write the same weights), and Keras's
+        # predict and export know nothing of the strategy.
+        trained = model
+        model = build_vgg(config, name=model_name)
+        model.set_weights(trained.get_weights())
+        digest = distributed.weights_digest(model)
+        log.info("worker %d of %d: weights %s", role.index, role.workers, digest)
+        if not role.chief:
+            return TrainResult(None, None, model, digest)
     evaluation = Evaluation.of(val_set.labels, _predict(model, val_set), val_set.class_names)
     train_sample = train_set.subset(
         np.random.default_rng(options.seed).permutation(len(train_set))[:TRAIN_EVAL_IMAGES]
@@ -299,6 +339,7 @@ def train(options: TrainOptions) -> TrainResult:
         epochs_run=len(history.get("loss", [])),
         best_epoch=int(phase_reports[-1]["best_epoch"]),
         extra={
+            **({"workers": role.workers, "replicas": role.replicas} if role else {}),
             "skipped_files": train_set.skipped,
             "train_images": len(train_set),
             "validation_images": len(val_set),
@@ -324,7 +365,7 @@ def train(options: TrainOptions) -> TrainResult:
         version=options.version,
         extra=write_report,
     )
-    return TrainResult(version_dir, report, model)
+    return TrainResult(version_dir, report, model, digest)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -341,13 +382,26 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         result = train(options)
-    except (DatasetError, FileExistsError, transfer.TransferError) as exc:
+    except (
+        DatasetError,
+        FileExistsError,
+        transfer.TransferError,
+        distributed.ClusterConfigError,
+    ) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except BelowMinAccuracy as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
+    except distributed.WorkerLost as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 4
+    if result.weights_digest:
+        print(f"weights {result.weights_digest}")
     r = result.report
+    if r is None or result.version_dir is None:
+        print("trained; the chief (worker 0) evaluates and exports")
+        return 0
     print(
         f"exported {result.version_dir}: validation accuracy {r.evaluation.accuracy:.2%} "
         f"(training {r.train_accuracy:.2%}, chance {r.chance:.2%}) after {r.epochs_run} "

@@ -1,10 +1,14 @@
 """Draws what the network sees: first-layer filters and every block's feature maps.
 
     python -m model.visualize --model models/vgg-mini --image cat.png --out maps.png
+    python -m model.visualize --model models/vgg-mini --image cat.png --gradcam --out cam.png
 
 The image goes through the exported version's own preprocessing settings and
 the same decode/resize code as serving. Feature maps are the ReLU outputs (the
 source text's definition), one row per convolution, at most `--max-maps` each.
+With --gradcam it writes the Grad-CAM overlay instead (`model.gradcam`, the
+same graph code as the exported `gradcam` signature, run on the version's
+Keras model, so versions exported before that signature work too).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 
-from model import layout
+from model import gradcam, layout
 from model.architecture import feature_map_layers
 from model.preprocessing import preprocess_encoded
 
@@ -80,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image", required=True, help="a JPEG/PNG/BMP/GIF file")
     p.add_argument("--out", default="feature_maps.png", help="PNG to write")
     p.add_argument("--max-maps", type=int, default=16, help="feature maps per layer")
+    p.add_argument(
+        "--gradcam", action="store_true", help="write the Grad-CAM overlay instead of the maps"
+    )
+    p.add_argument(
+        "--class-index", type=int, default=-1, help="--gradcam: class to explain (-1: predicted)"
+    )
     args = p.parse_args(argv)
     version_dir = Path(args.model)
     if not (version_dir / "saved_model.pb").exists():
@@ -95,8 +105,26 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, tf.errors.InvalidArgumentError) as exc:
         print(f"error: cannot read {args.image}: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 2
+    model = keras.saving.load_model(version_dir / layout.KERAS_MODEL)
+    if args.gradcam:
+        labels = layout.read_labels(version_dir)
+        if not -1 <= args.class_index < len(labels):
+            print(
+                f"error: --class-index {args.class_index}: the model has {len(labels)} classes "
+                f"(0-{len(labels) - 1}, or -1 for the predicted one)",
+                file=sys.stderr,
+            )
+            return 2
+        out = gradcam.endpoint(model, config)(
+            tf.constant([data]), tf.constant([args.class_index], tf.int32)
+        )
+        Path(args.out).write_bytes(out["overlay_png"].numpy()[0])
+        chosen = int(out["class_index"].numpy()[0])
+        probability = float(out["probabilities"].numpy()[0][chosen])
+        print(f"wrote {args.out}: Grad-CAM of {labels[chosen]} ({probability:.1%})")
+        return 0
     draw(
-        keras.saving.load_model(version_dir / layout.KERAS_MODEL),
+        model,
         image,
         Path(args.out),
         args.max_maps,

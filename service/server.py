@@ -69,7 +69,6 @@ class Server:
         self.port = 0
         self.rest_port: int | None = None
         self.metrics_port: int | None = None
-        self._ready = False
         self._credentials = server_credentials(settings)
         tokens = load_tokens(settings)
         warn_if_exposed(settings, self._credentials is not None, tokens)
@@ -98,7 +97,7 @@ class Server:
         )
         self._rest: rest.RestServer | None = None
         if settings.rest_port >= 0:
-            context = rest.Context(self.core, ready=lambda: self._ready)
+            context = rest.Context(self.core)
             self._rest = rest.RestServer(settings, context, REST_PROTOCOLS, tokens, self._limit)
 
     async def start(self) -> int:
@@ -153,11 +152,11 @@ class Server:
         )
         for service in ("", *SERVICES):
             await self.health.set(service, SERVING)
-        self._ready = True
+        self.core.serving = True
 
     async def set_not_serving(self) -> None:
         """Tells health checkers (load balancers) to stop sending; still answers."""
-        self._ready = False
+        self.core.serving = False
         for service in ("", *SERVICES):
             await self.health.set(service, NOT_SERVING)
 

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -18,6 +19,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from model.distributed import tf_config_from_env
+from model.train import parse_args as train_args
 from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +57,7 @@ def compose() -> dict:
         COMPOSE, "docker-compose is not installed (.ci/run installs Debian's package)"
     )
     result = subprocess.run(
-        [compose, "--profile", "gpu", "--profile", "loadtest", "config"],
+        [compose, *(f"--profile={p}" for p in ("gpu", "loadtest", "train-multi")), "config"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -65,7 +68,15 @@ def compose() -> dict:
 
 
 def test_compose_file_validates(compose: dict) -> None:
-    assert set(compose["services"]) == {"train", "server", "lb", "loadtest", "server-gpu"}
+    assert set(compose["services"]) == {
+        "train",
+        "server",
+        "lb",
+        "loadtest",
+        "server-gpu",
+        "train-worker-0",
+        "train-worker-1",
+    }
 
 
 def test_server_is_health_checked_scalable_and_waits_for_training(compose: dict) -> None:
@@ -93,6 +104,18 @@ def test_loadtest_and_gpu_are_opt_in_profiles(compose: dict) -> None:
     assert gpu["profiles"] == ["gpu"]
     (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+
+
+def test_train_multi_workers_name_each_other_and_only_worker_0_exports(compose: dict) -> None:
+    names = ["train-worker-0", "train-worker-1"]
+    for index, name in enumerate(names):
+        worker = compose["services"][name]
+        assert worker["profiles"] == ["train-multi"]
+        options = train_args(worker["command"])
+        assert options.distributed and options.output == "/models"
+        config = json.loads(tf_config_from_env(worker["environment"]) or "")
+        assert config["task"] == {"type": "worker", "index": index}
+        assert [host.split(":")[0] for host in config["cluster"]["worker"]] == names
 
 
 def test_train_job_skips_an_existing_model(compose: dict) -> None:

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from model.distributed import tf_config_from_env
 from model.train import parse_args as train_args
 from service.server import SERVICE_NAME
 from service.settings import ENV_PREFIX, Settings
@@ -80,6 +82,8 @@ def test_the_expected_manifests_are_there() -> None:
         ("PodDisruptionBudget", "vggserve"),
         ("PersistentVolumeClaim", "vggserve-models"),
         ("Job", "vggserve-train"),
+        ("Job", "vggserve-train-multi"),
+        ("Service", "vggserve-train-multi"),
     }
 
 
@@ -148,7 +152,12 @@ def test_termination_grace_covers_prestop_and_the_servers_drain(name: str) -> No
 
 
 @pytest.mark.parametrize(
-    ("kind", "name"), [*(("Deployment", n) for n in DEPLOYMENTS), ("Job", "vggserve-train")]
+    ("kind", "name"),
+    [
+        *(("Deployment", n) for n in DEPLOYMENTS),
+        ("Job", "vggserve-train"),
+        ("Job", "vggserve-train-multi"),
+    ],
 )
 def test_pods_run_locked_down_with_resources(kind: str, name: str) -> None:
     pod = one(kind, name)["spec"]["template"]["spec"]
@@ -250,3 +259,31 @@ def test_the_gpu_overlay_asks_for_a_gpu() -> None:
     resources = server("vggserve-gpu")["resources"]
     assert resources["limits"]["nvidia.com/gpu"] == 1
     assert "nvidia.com/gpu" not in server("vggserve")["resources"]["limits"]
+
+
+def test_the_multi_worker_job_gives_each_indexed_pod_its_place_in_the_cluster() -> None:
+    job = one("Job", "vggserve-train-multi")
+    spec, pod = job["spec"], job["spec"]["template"]["spec"]
+    (train,) = pod["containers"]
+    options = train_args(train["args"])
+    assert options.distributed and options.output == "/models"
+    assert spec["completionMode"] == "Indexed"
+    workers = spec["completions"]
+    assert spec["parallelism"] == workers  # every worker runs at once, or none trains
+    # Each pod's DNS name: <job>-<index>.<subdomain>, through the headless Service.
+    service = one("Service", "vggserve-train-multi")["spec"]
+    assert service["clusterIP"] == "None" and pod["subdomain"] == "vggserve-train-multi"
+    assert service["selector"] == {"batch.kubernetes.io/job-name": "vggserve-train-multi"}
+    (port,) = service["ports"]
+    assert {p["containerPort"] for p in train["ports"]} == {port["targetPort"]}
+    env = env_of(train)
+    for index in range(workers):
+        # What model/distributed.py builds in pod <index> (Kubernetes sets the index).
+        config = json.loads(tf_config_from_env({**env, "JOB_COMPLETION_INDEX": str(index)}) or "")
+        assert config["task"] == {"type": "worker", "index": index}
+        assert config["cluster"]["worker"] == [
+            f"vggserve-train-multi-{i}.vggserve-train-multi:{port['port']}" for i in range(workers)
+        ]
+    # It writes the volume the servers read, like the one-worker job.
+    (claim,) = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert claim["persistentVolumeClaim"]["claimName"] == "vggserve-models"

@@ -2,6 +2,7 @@
 
     python -m vggclient.batch photos/ more.jpg --out predictions.csv
     python -m vggclient.batch photos/ --out predictions.jsonl --local models/vgg-mini
+    python -m vggclient.batch photos/ --out predictions.jsonl --engine ray --model models/vgg-mini
 
 Streams images through ClassifyStream with a bounded window of images in
 flight, so memory stays flat however large the folder. Rows are appended and
@@ -15,7 +16,9 @@ such rows written by older versions of this tool. Exit status: 0 when every
 image has an ok row, 1 when this run wrote an error row, 2 when some image
 has no answer (the server could not be reached, or --max-retries consecutive
 attempts made no progress). --local runs the SavedModel in this process with
-the server's own batching, no server needed.
+the server's own batching, no server needed. --engine ray runs the SavedModel
+in Ray actors fed by Ray Data (vggclient.batch_ray), on this machine or a cluster
+(--ray-address); its rows are the same and go through the same output file.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import grpc
 from tqdm import tqdm
@@ -41,11 +44,16 @@ from tqdm import tqdm
 from model.data import IMAGE_SUFFIXES
 from vggclient.client import (
     Classification,
+    ClassScore,
     Client,
     ImageError,
     add_connection_flags,
     client_from_args,
 )
+
+if TYPE_CHECKING:  # the server's core: only the in-process engines load it
+    from service.core.errors import ServiceError
+    from service.core.repository import Prediction
 
 FIELDS = ("path", "status", "label", "probability", "top_k", "model", "version", "error")
 
@@ -92,6 +100,25 @@ class Row:
             )
         message = outcome if isinstance(outcome, str) else f"{outcome.code.name}: {outcome.message}"
         return cls(path, "error", error=message)
+
+
+def classified(path: str, result: Prediction | ServiceError | str, top_k: int) -> Row:
+    """The row of one image the model answered in this process (--local, Ray actors):
+    the classes, the core's refusal, or why the file could not be read."""
+    from service.core.errors import ServiceError
+
+    outcome: Classification | ImageError | str
+    if isinstance(result, ServiceError):
+        outcome = ImageError(grpc.StatusCode[result.code], result.message)
+    elif isinstance(result, str):
+        outcome = result
+    else:
+        outcome = Classification(
+            [ClassScore(i, label, p) for i, label, p in result.top(top_k)],
+            result.model_name,
+            result.version,
+        )
+    return Row.of(path, outcome)
 
 
 def key(path: Path | str) -> str:
@@ -191,7 +218,8 @@ class Output:
         self._file.close()
 
 
-def _read(path: Path) -> bytes | str:
+def read_image_file(path: Path) -> bytes | str:
+    """The file's bytes, or why it cannot be read (an error row's text)."""
     try:
         return path.read_bytes()
     except OSError as exc:
@@ -270,7 +298,7 @@ def _stream(
 
     def images() -> Iterator[bytes]:
         for path in paths:
-            data = _read(path)
+            data = read_image_file(path)
             if not isinstance(data, str) and len(data) + MESSAGE_OVERHEAD > max_message_bytes:
                 # Sent, it would break the whole stream (RESOURCE_EXHAUSTED) every time.
                 data = f"file is {len(data)} bytes: over --max-message-bytes {max_message_bytes}"
@@ -314,10 +342,9 @@ async def _local(
     from service.core.repository import ModelRepository
     from service.core.watcher import VersionWatcher
     from service.settings import Settings
-    from vggclient.client import ClassScore
 
     settings = Settings(
-        model_dir=args.local, max_batch_size=args.batch_size, poll_interval_s=0, metrics_port=-1
+        model_dir=args.model, max_batch_size=args.batch_size, poll_interval_s=0, metrics_port=-1
     )
     metrics = Metrics()
     repository = ModelRepository(settings, metrics)
@@ -327,21 +354,16 @@ async def _local(
 
     async def one(path: Path) -> None:
         try:
-            data = await asyncio.to_thread(_read, path)
-            outcome: Classification | ImageError | str
+            data = await asyncio.to_thread(read_image_file, path)
+            result: Prediction | ServiceError | str
             if isinstance(data, str):
-                outcome = data
+                result = data  # unreadable: the reason is the row
             else:
                 try:
-                    prediction = await core.classify(IN_PROCESS, Encoded(data))
-                    outcome = Classification(
-                        [ClassScore(i, label, p) for i, label, p in prediction.top(args.top_k)],
-                        prediction.model_name,
-                        prediction.version,
-                    )
+                    result = await core.classify(IN_PROCESS, Encoded(data))
                 except ServiceError as exc:
-                    outcome = ImageError(grpc.StatusCode[exc.code], exc.message)
-            output.write(Row.of(key(path), outcome))
+                    result = exc
+            output.write(classified(key(path), result, args.top_k))
             progress.update()
         finally:
             window.release()
@@ -356,6 +378,23 @@ async def _local(
     await repository.close()
 
 
+class EngineError(Exception):
+    """An engine cannot run (Ray missing, no model version); the message says why."""
+
+
+def run_ray(args: argparse.Namespace, todo: list[Path], output: Output, progress: tqdm) -> int:
+    try:
+        from vggclient import batch_ray
+    except ImportError as exc:
+        raise EngineError(
+            f"--engine ray needs Ray ({exc}): pip install -r requirements-ray.txt"
+        ) from exc
+    return batch_ray.run(args, todo, output, progress)
+
+
+ENGINES = {"server": run_remote, "local": run_local, "ray": run_ray}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m vggclient.batch",
@@ -366,13 +405,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="predictions file: .csv, or .jsonl")
     p.add_argument("--target", default="127.0.0.1:8500", help="server host:port")
     p.add_argument(
+        "--engine",
+        choices=["server", "local", "ray"],
+        help="who runs the model: the server at --target (default), this process "
+        "(--local), or Ray actors (needs --model; see --ray-address)",
+    )
+    p.add_argument(
+        "--model",
+        metavar="MODEL_DIR",
+        help="models/<name> for --engine local or ray (its latest version)",
+    )
+    p.add_argument(
         "--local",
         metavar="MODEL_DIR",
-        help="run models/<name> in this process instead of calling a server",
+        help="run models/<name> in this process instead of calling a server "
+        "(short for --engine local --model MODEL_DIR)",
     )
     p.add_argument("--top-k", type=int, default=5, help="classes per image (default: 5)")
     p.add_argument("--window", type=int, default=64, help="images in flight (default: 64)")
-    p.add_argument("--batch-size", type=int, default=32, help="--local: images per model call")
+    p.add_argument(
+        "--batch-size", type=int, default=32, help="--local, --engine ray: images per model call"
+    )
     p.add_argument("--timeout", type=float, default=30.0, help="seconds for one-shot calls")
     p.add_argument(
         "--max-message-bytes",
@@ -391,8 +444,39 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--backoff", type=float, default=0.5, help="first retry delay in s, doubling (max 30)"
     )
+    ray = p.add_argument_group("--engine ray")
+    ray.add_argument(
+        "--ray-address",
+        help="join this Ray cluster (host:port, or 'auto'); default: start a local Ray "
+        "instance on 127.0.0.1 for this run",
+    )
+    ray.add_argument(
+        "--ray-actors", type=int, default=1, help="model actors, one model load each (default: 1)"
+    )
+    ray.add_argument(
+        "--ray-gpus-per-actor", type=float, default=0.0, help="GPUs each actor asks Ray for"
+    )
+    p.add_argument(
+        "--explain-dir",
+        metavar="DIR",
+        help="also write a Grad-CAM overlay PNG per answered image into DIR "
+        "(vggclient.batch_explain; needs --engine server)",
+    )
     add_connection_flags(p)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.local:
+        if args.engine not in (None, "local") or (args.model and args.model != args.local):
+            p.error("--local MODEL_DIR is --engine local --model MODEL_DIR: give one of them")
+        args.engine, args.model = "local", args.local
+    args.engine = args.engine or "server"
+    if args.explain_dir and args.engine != "server":
+        p.error(f"--explain-dir needs a server (Explain), not --engine {args.engine}")
+    if args.engine != "server" and not args.model:
+        p.error(f"--engine {args.engine} needs --model MODEL_DIR (models/<name>)")
+    for flag in ("batch_size", "ray_actors", "top_k", "window"):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag.replace('_', '-')} must be at least 1")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -409,9 +493,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     progress = tqdm(total=len(todo), unit="img", desc="classifying", smoothing=0.1)
     try:
-        unanswered = (run_local if args.local else run_remote)(args, todo, output, progress)
+        unanswered = ENGINES[args.engine](args, todo, output, progress)
     except grpc.RpcError as exc:
         print(f"error: {args.target}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 2
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     except (ValueError, OSError) as exc:  # token or TLS files, a token without TLS
         print(f"error: {exc}", file=sys.stderr)
@@ -420,6 +507,17 @@ def main(argv: list[str] | None = None) -> int:
         progress.close()
         output.close()
     seconds = time.perf_counter() - started
+    if args.explain_dir and not unanswered:
+        from vggclient.batch_explain import write_overlays
+
+        try:
+            drawn, undrawn = write_overlays(args, [key(p) for p in found if key(p) in output.done])
+        except grpc.RpcError as exc:
+            print(f"error: {args.target}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 2
+        print(
+            f"overlays: {drawn} written, {undrawn} failed, in {args.explain_dir}", file=sys.stderr
+        )
     ok, failed = output.written["ok"], output.written["error"]
     print(
         f"done: {ok} classified, {failed} failed, {skipped} already done, "

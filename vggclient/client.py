@@ -336,8 +336,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-images", type=int, default=64, help="most images per request (default: 64)"
     )
+    parser.add_argument(
+        "--explain",
+        metavar="OUT_DIR",
+        help="write a Grad-CAM overlay PNG per image into OUT_DIR (vggclient.explain)",
+    )
     add_connection_flags(parser)
     args = parser.parse_args(argv)
+    if args.explain:
+        from vggclient.explain import write_overlays  # imports this module
+
+        return write_overlays(args)
     failed = 0
     readable: list[tuple[str, bytes]] = []
     for name in args.images:

@@ -35,11 +35,27 @@ def generate_arrays(
         size: (height, width) of the images.
         seed: the same seed always gives the same images and labels.
     """
+    images, labels, _ = generate_with_masks(per_class, size, seed)
+    return images, labels
+
+
+def generate_with_masks(
+    per_class: int = 1000, size: tuple[int, int] = (32, 32), seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`generate_arrays` plus each image's shape mask: bool (n, height, width).
+
+    A pixel is in the mask when the shape covers at least half of it. The
+    images and labels are those `generate_arrays` gives for the same seed (the
+    mask is drawn beside the image and takes nothing from the random stream).
+    For measuring explanations: the generator knows where the class is.
+    """
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(len(CLASS_NAMES), dtype=np.int32), per_class)
     rng.shuffle(labels)
-    images = np.stack([render(int(label), size, rng) for label in labels])
-    return images, labels
+    pairs = [render_with_mask(int(label), size, rng) for label in labels]
+    images = np.stack([image for image, _ in pairs])
+    masks = np.stack([mask for _, mask in pairs])
+    return images, labels, masks
 
 
 def generate(per_class: int, config: PreprocessConfig, seed: int = 0) -> ImageSet:
@@ -51,6 +67,13 @@ def generate(per_class: int, config: PreprocessConfig, seed: int = 0) -> ImageSe
 
 def render(label: int, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
     """One uint8 (height, width, 3) image of class `label`."""
+    return render_with_mask(label, size, rng)[0]
+
+
+def render_with_mask(
+    label: int, size: tuple[int, int], rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """`render`'s image and the shape's mask, bool (height, width)."""
     height, width = size
     big_w, big_h = width * _SUPERSAMPLE, height * _SUPERSAMPLE
     background = _greyish(rng)
@@ -67,11 +90,16 @@ def render(label: int, size: tuple[int, int], rng: np.random.Generator) -> np.nd
     radius = rng.uniform(0.22, 0.4) * side
     cx = rng.uniform(radius, big_w - radius)
     cy = rng.uniform(radius, big_h - radius)
-    _draw_shape(draw, shape, (cx, cy), radius, rng.uniform(0, 2 * math.pi), _colour(hue, rng))
+    angle = rng.uniform(0, 2 * math.pi)  # drawn before the colour, as always
+    colour = _colour(hue, rng)
+    _draw_shape(draw, shape, (cx, cy), radius, angle, colour)
+    cover = Image.new("L", (big_w, big_h), 0)
+    _draw_shape(ImageDraw.Draw(cover), shape, (cx, cy), radius, angle, 255)
     small = image.resize((width, height), Image.Resampling.BOX)
     pixels = np.asarray(small, dtype=np.float32)
     pixels += rng.normal(0.0, rng.uniform(2.0, 10.0), pixels.shape)
-    return np.clip(pixels, 0, 255).round().astype(np.uint8)
+    mask = np.asarray(cover.resize((width, height), Image.Resampling.BOX)) >= 128
+    return np.clip(pixels, 0, 255).round().astype(np.uint8), mask
 
 
 def _greyish(rng: np.random.Generator) -> tuple[int, int, int]:
@@ -95,7 +123,7 @@ def _draw_shape(
     centre: tuple[float, float],
     radius: float,
     angle: float,
-    colour: tuple[int, int, int],
+    colour: tuple[int, int, int] | int,
 ) -> None:
     cx, cy = centre
     if shape == "circle":

@@ -7,7 +7,7 @@ from service.adapters.grpc_status import rpc_code
 from service.core.classify import Encoded, Pixels, RawImage
 from service.core.errors import ServiceError
 from service.core.repository import Prediction
-from service.core.runtime import LoadedModel
+from service.core.runtime import Explanation, LoadedModel
 
 
 def image(message: pb.Image) -> RawImage:
@@ -28,6 +28,18 @@ def response(prediction: Prediction, top_k: int, with_probabilities: bool) -> pb
     if with_probabilities:
         out.probabilities.extend(prediction.probabilities.tolist())
     return out
+
+
+def explain_response(
+    prediction: Prediction, explanation: Explanation, top_k: int
+) -> pb.ExplainResponse:
+    return pb.ExplainResponse(
+        classification=response(prediction, top_k, with_probabilities=False),
+        class_index=explanation.class_index,
+        label=prediction.labels[explanation.class_index],
+        heatmap_png=explanation.heatmap_png,
+        overlay_png=explanation.overlay_png,
+    )
 
 
 def result(outcome: pb.ClassifyResponse | ServiceError) -> pb.ImageResult:

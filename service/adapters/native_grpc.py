@@ -198,6 +198,21 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
             finally:
                 reader.cancel()
 
+    async def Explain(
+        self, request: pb.ExplainRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExplainResponse:
+        async with answer(NATIVE_GRPC, "Explain", context, self.metrics):
+            class_index = request.class_index if request.HasField("class_index") else None
+            prediction, explanation = await self.core.explain(
+                NATIVE_GRPC,
+                converters.image(request.image),
+                class_index,
+                request.model_version,
+                _deadline(context),
+            )
+            return converters.explain_response(prediction, explanation, request.top_k)
+        raise AssertionError("unreachable")
+
     async def GetModelMetadata(
         self, request: pb.GetModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadata:

@@ -53,6 +53,7 @@ SHUTTING_DOWN = "the server is shutting down; retry on another replica"
 # gRPC code names (ServiceError.code) -> HTTP status. The one such mapping.
 HTTP_STATUS = {
     "INVALID_ARGUMENT": 400,
+    "FAILED_PRECONDITION": 400,  # as Google's API guide maps it
     "UNAUTHENTICATED": 401,
     "NOT_FOUND": 404,
     "RESOURCE_EXHAUSTED": 429,
@@ -64,6 +65,7 @@ HTTP_STATUS = {
 # HTTP status -> the code name recorded in the metrics' `code` label, so REST
 # and gRPC requests are counted in the same terms.
 _CODE_OF_STATUS = {status: code for code, status in HTTP_STATUS.items()} | {
+    400: "INVALID_ARGUMENT",  # FAILED_PRECONDITION shares 400; a bare 400 is a bad request
     405: "UNIMPLEMENTED",
     413: "RESOURCE_EXHAUSTED",
     415: "INVALID_ARGUMENT",
@@ -94,10 +96,9 @@ class Route:
 
 @dataclass(frozen=True)
 class Context:
-    """What a protocol's routes may use: the core, and whether the server is ready."""
+    """What a protocol's routes may use: the core (`core.serving`: ready for traffic)."""
 
     core: Core
-    ready: Callable[[], bool]  # False until the model is warm, and from the start of a drain
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2
 
 from model import layout
 from service.core.errors import (
-    InvalidImage,
     InvalidRequest,
-    ModelNotFound,
-    ServiceError,
     VersionNotFound,
 )
 from service.core.repository import ModelRepository, Prediction
@@ -46,13 +43,6 @@ SIGNATURES = {
     layout.PIXELS_SIGNATURE: Signature(layout.PIXELS_SIGNATURE, layout.PIXELS_INPUT, True),
 }
 OUTPUT = layout.OUTPUT
-
-
-def check_model(repository: ModelRepository, name: str) -> None:
-    if name != repository.name:
-        raise ModelNotFound(
-            f"model {name!r} is not served here; this server serves {repository.name!r}"
-        )
 
 
 def version_of(version: int | None, label: str = "") -> int:
@@ -82,21 +72,6 @@ def check_inputs(sig: Signature, keys: Sequence[str]) -> None:
             f"signature {sig.name} takes one input named {sig.input!r}, got "
             f"{', '.join(map(repr, keys)) or 'none'}"
         )
-
-
-def all_or_nothing(outcomes: Sequence[Prediction | ServiceError]) -> list[Prediction]:
-    """TF Serving answers a batch as a whole: the first failing image fails the call."""
-    for position, outcome in enumerate(outcomes):
-        if isinstance(outcome, ServiceError):
-            message = f"image {position}: {outcome.message}" if len(outcomes) > 1 else None
-            if message is None:
-                raise outcome
-            raise type(outcome)(message)
-    return list(outcomes)  # type: ignore[arg-type]
-
-
-def no_images() -> InvalidImage:
-    return InvalidImage("the request holds no image: send at least one")
 
 
 def ranked(prediction: Prediction) -> list[tuple[str, float]]:

@@ -123,7 +123,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     ) -> predict_pb2.PredictResponse:
         async with answer(TFSERVING_GRPC, "Predict", context, self.metrics):
             spec = request.model_spec
-            tfserving.check_model(self.repository, spec.name)
+            self.core.check_model(spec.name)
             sig = tfserving.signature(spec.signature_name)
             tfserving.check_inputs(sig, list(request.inputs))
             unknown = [name for name in request.output_filter if name != tfserving.OUTPUT]
@@ -133,12 +133,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                     f"{tfserving.OUTPUT!r}"
                 )
             raws = images_of(request.inputs[sig.input], sig)
-            if not raws:
-                raise tfserving.no_images()
-            outcomes = await self.core.classify_each(
+            predictions = await self.core.classify_all(
                 TFSERVING_GRPC, raws, _version(spec), _deadline(context)
             )
-            predictions = tfserving.all_or_nothing(outcomes)
             response = predict_pb2.PredictResponse(
                 model_spec=_answered_spec(spec, predictions[0].version, sig.name)
             )
@@ -151,7 +148,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     ) -> classification_pb2.ClassificationResponse:
         async with answer(TFSERVING_GRPC, "Classify", context, self.metrics):
             spec = request.model_spec
-            tfserving.check_model(self.repository, spec.name)
+            self.core.check_model(spec.name)
             sig = tfserving.signature(spec.signature_name)
             if sig.pixels:
                 raise InvalidRequest(
@@ -164,12 +161,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             else:
                 examples, shared = request.input.example_list.examples, None
             raws = [_example_image(example, shared) for example in examples]
-            if not raws:
-                raise tfserving.no_images()
-            outcomes = await self.core.classify_each(
+            predictions = await self.core.classify_all(
                 TFSERVING_GRPC, raws, _version(spec), _deadline(context)
             )
-            predictions = tfserving.all_or_nothing(outcomes)
             result = classification_pb2.ClassificationResult(
                 classifications=[
                     classification_pb2.Classifications(
@@ -207,7 +201,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         async with answer(TFSERVING_GRPC, "GetModelMetadata", context, self.metrics):
             spec = request.model_spec
-            tfserving.check_model(self.repository, spec.name)
+            self.core.check_model(spec.name)
             fields = list(request.metadata_field)
             if fields != [tfserving.SIGNATURE_DEF]:
                 raise InvalidRequest(
@@ -227,6 +221,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 class ModelServicer(model_service_grpc.ModelServiceServicer):
     def __init__(self, core: Core) -> None:
+        self.core = core
         self.repository = core.repository
         self.metrics = core.metrics
 
@@ -237,7 +232,7 @@ class ModelServicer(model_service_grpc.ModelServiceServicer):
     ) -> get_model_status_pb2.GetModelStatusResponse:
         async with answer(TFSERVING_GRPC, "GetModelStatus", context, self.metrics):
             spec = request.model_spec
-            tfserving.check_model(self.repository, spec.name)
+            self.core.check_model(spec.name)
             statuses = tfserving.statuses(self.repository, _version(spec))
             return get_model_status_pb2.GetModelStatusResponse(
                 model_version_status=[

@@ -4,6 +4,11 @@
     GET  /v1/models/NAME[/versions/N]/metadata    the signatures
     POST /v1/models/NAME[/versions/N]:predict     {"instances": [...]} or {"inputs": ...}
     POST /v1/models/NAME[/versions/N]:classify    {"examples": [{"image/encoded": {"b64": ...}}]}
+    POST /v1/models/NAME[/versions/N]:explain     {"instances": [...], "class_index"?, "top_k"?}
+
+`:explain` is KServe's V1 verb (TF Serving has none): Grad-CAM of each image,
+the heatmap and overlay as PNGs ({"b64": ...}), from the version's `gradcam`
+signature.
 
 `serving_default` takes encoded images as {"b64": "..."}; `serving_pixels`
 takes uint8 pixels as nested lists [height][width][channels]. The row format
@@ -112,6 +117,19 @@ def _classify_images(body: dict[str, Any]) -> list[RawImage]:
     return images
 
 
+def _class_indices(given: Any, count: int) -> list[int | None]:
+    """`class_index`: absent (predicted), one for all, or one per instance (-1: predicted)."""
+    values = given if isinstance(given, list) else [given] * count
+    if len(values) != count or not all(
+        v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= -1) for v in values
+    ):
+        raise InvalidRequest(
+            f'"class_index" must be a class number (-1: the predicted class), or a list of '
+            f"{count} of them, got {given!r}"
+        )
+    return [None if v is None or v == -1 else v for v in values]
+
+
 def routes(context: rest.Context) -> list[rest.Route]:
     core: Core = context.core
     repository = core.repository
@@ -119,13 +137,10 @@ def routes(context: rest.Context) -> list[rest.Route]:
     async def predictions(
         request: web.Request, raws: list[RawImage], deadline: float | None
     ) -> list[Prediction]:
-        if not raws:
-            raise tfserving.no_images()
-        outcomes = await core.classify_each(TFSERVING_REST, raws, _version(request), deadline)
-        return tfserving.all_or_nothing(outcomes)
+        return await core.classify_all(TFSERVING_REST, raws, _version(request), deadline)
 
     async def predict(request: web.Request, deadline: float | None) -> web.Response:
-        tfserving.check_model(repository, request.match_info["name"])
+        core.check_model(request.match_info["name"])
         body = await _body(request)
         sig = tfserving.signature(body.get("signature_name", ""))
         raws, rows = images_of(body, sig)
@@ -134,7 +149,7 @@ def routes(context: rest.Context) -> list[rest.Route]:
         return web.json_response({"predictions": values} if rows else {"outputs": values})
 
     async def classify(request: web.Request, deadline: float | None) -> web.Response:
-        tfserving.check_model(repository, request.match_info["name"])
+        core.check_model(request.match_info["name"])
         body = await _body(request)
         if tfserving.signature(body.get("signature_name", "")).pixels:
             raise InvalidRequest(":classify takes encoded images; use :predict for pixels")
@@ -142,8 +157,35 @@ def routes(context: rest.Context) -> list[rest.Route]:
         ranked = [[[label, score] for label, score in tfserving.ranked(p)] for p in found]
         return web.json_response({"result": ranked})
 
+    async def explain(request: web.Request, deadline: float | None) -> web.Response:
+        """KServe's V1 `:explain` verb: Grad-CAM of each instance (README "Explanations")."""
+        core.check_model(request.match_info["name"])
+        body = await _body(request)
+        raws, _ = images_of(body, tfserving.signature(""))
+        wanted = _class_indices(body.get("class_index"), len(raws))
+        top_k = body.get("top_k", 5)
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0:
+            raise InvalidRequest(f'"top_k" must be a whole number >= 0, got {top_k!r}')
+        answers = await core.explain_all(TFSERVING_REST, raws, wanted, _version(request), deadline)
+        return web.json_response(
+            {
+                "model_spec": {"name": repository.name, "version": str(answers[0][0].version)},
+                "explanations": [
+                    {
+                        "class_index": explanation.class_index,
+                        "label": prediction.labels[explanation.class_index],
+                        "probability": float(prediction.probabilities[explanation.class_index]),
+                        "top": [[label, p] for _, label, p in prediction.top(top_k)],
+                        "heatmap_png": {"b64": base64.b64encode(explanation.heatmap_png).decode()},
+                        "overlay_png": {"b64": base64.b64encode(explanation.overlay_png).decode()},
+                    }
+                    for prediction, explanation in answers
+                ],
+            }
+        )
+
     async def status(request: web.Request, deadline: float | None) -> web.Response:
-        tfserving.check_model(repository, request.match_info["name"])
+        core.check_model(request.match_info["name"])
         found = tfserving.statuses(repository, _version(request))
         return web.json_response(
             {
@@ -162,7 +204,7 @@ def routes(context: rest.Context) -> list[rest.Route]:
         )
 
     async def metadata(request: web.Request, deadline: float | None) -> web.Response:
-        tfserving.check_model(repository, request.match_info["name"])
+        core.check_model(request.match_info["name"])
         model = repository.get(_version(request)).model
         defs = json_format.MessageToDict(
             tfserving.signature_def_map(model), preserving_proto_field_name=True
@@ -177,6 +219,7 @@ def routes(context: rest.Context) -> list[rest.Route]:
             rest.Route("GET", f"{prefix}/metadata", metadata, "GetModelMetadata"),
             rest.Route("POST", f"{prefix}:predict", predict, "Predict"),
             rest.Route("POST", f"{prefix}:classify", classify, "Classify"),
+            rest.Route("POST", f"{prefix}:explain", explain, "Explain"),
         ]
     return routes
 

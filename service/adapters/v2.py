@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from service.core.classify import Core, Encoded, Pixels, RawImage
-from service.core.errors import InvalidRequest, ModelNotFound, ServiceError
+from service.core.errors import InvalidRequest, ServiceError
 from service.core.repository import Prediction
 
 SERVER_NAME = "vggserve"
@@ -127,13 +127,6 @@ def parse_version(text: str) -> int:
     return int(text)
 
 
-def check_model(core: Core, name: str) -> None:
-    if name != core.repository.name:
-        raise ModelNotFound(
-            f"model '{name}' is not served here; this server serves '{core.repository.name}'"
-        )
-
-
 # --- inputs ------------------------------------------------------------------------------------
 
 
@@ -206,7 +199,7 @@ async def infer(
     core: Core, protocol: str, request: InferRequest, deadline: float | None
 ) -> InferResponse:
     """Checks the request, classifies its images together, and builds the outputs."""
-    check_model(core, request.model_name)
+    core.check_model(request.model_name)
     version = parse_version(request.model_version)
     if len(request.inputs) != 1:
         raise InvalidRequest(f"the request has {len(request.inputs)} inputs; {_INPUT_HELP}")
@@ -219,23 +212,13 @@ async def infer(
         if output.classification < 0:
             raise InvalidRequest(f"'{CLASSIFICATION}' must be 0 or more top classes")
     raws = images(request.inputs[0])
-    outcomes = await core.classify_each(protocol, raws, version, deadline)
-    predictions = [_answered(i, outcome, len(outcomes)) for i, outcome in enumerate(outcomes)]
+    predictions = await core.classify_all(protocol, raws, version, deadline)
     return InferResponse(
         model_name=core.repository.name,
         model_version=str(predictions[0].version),
         outputs=[_output(output, predictions) for output in outputs],
         id=request.id,
     )
-
-
-def _answered(index: int, outcome: Prediction | ServiceError, total: int) -> Prediction:
-    if isinstance(outcome, ServiceError):
-        if total == 1:
-            raise outcome
-        # The request fails as a whole; the same kind of error, naming the image.
-        raise type(outcome)(f"image {index} of {total}: {outcome.message}")
-    return outcome
 
 
 def _output(output: RequestedOutput, predictions: list[Prediction]) -> OutputTensor:
@@ -265,9 +248,11 @@ def server_metadata(extensions: Sequence[str] = EXTENSIONS) -> dict[str, Any]:
 
 
 def model_ready(core: Core, name: str, version: str) -> bool:
-    """True when `name` is this model and the version (or the latest) is loaded."""
+    """True when the server takes traffic and serves `name` at that version (0: latest)."""
+    if not core.serving:
+        return False
     try:
-        check_model(core, name)
+        core.check_model(name)
         core.repository.get(parse_version(version))
     except ServiceError:
         return False
@@ -275,6 +260,9 @@ def model_ready(core: Core, name: str, version: str) -> bool:
 
 
 def server_ready(core: Core) -> bool:
+    """True when the server takes traffic (warm, not draining) and a version is loaded."""
+    if not core.serving:
+        return False
     try:
         core.repository.get(0)
     except ServiceError:  # nothing loaded yet, or shutting down
@@ -284,7 +272,7 @@ def server_ready(core: Core) -> bool:
 
 def model_metadata(core: Core, name: str, version: str) -> dict[str, Any]:
     """The V2 model metadata (as JSON-ready values); errors if not served."""
-    check_model(core, name)
+    core.check_model(name)
     served = core.repository.get(parse_version(version)).model
     classes = len(served.labels)
     return {

@@ -186,7 +186,7 @@ def routes(context: rest.Context) -> list[rest.Route]:
         return web.json_response({"live": True})
 
     async def ready(request: web.Request, deadline: float | None) -> web.Response:
-        is_ready = context.ready() and v2.server_ready(core)
+        is_ready = v2.server_ready(core)
         return web.json_response({"ready": is_ready}, status=200 if is_ready else 503)
 
     async def server(request: web.Request, deadline: float | None) -> web.Response:

@@ -72,3 +72,9 @@ class Unauthenticated(ServiceError):
     """A token is required and was missing or wrong."""
 
     code = "UNAUTHENTICATED"
+
+
+class NotExplainable(ServiceError):
+    """The model version was exported without the `gradcam` signature."""
+
+    code = "FAILED_PRECONDITION"

@@ -2,7 +2,9 @@
 
 `classify` validates nothing (service.core.classify does, before), picks the
 version, queues the image in that version's batcher and returns a
-`Prediction`. Which versions are loaded is decided elsewhere
+`Prediction`. `explain` does the same with the version's second batcher, for
+Grad-CAM explanations: a gradient pass costs more than a forward pass, and
+classification must not queue behind it. Which versions are loaded is decided elsewhere
 (service.core.watcher: the model folder and the version policy); this module
 only adds, removes and reports them.
 """
@@ -18,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from service.core.batcher import Batcher
-from service.core.errors import InvalidRequest, Unavailable, VersionNotFound
-from service.core.images import ImageInput
+from service.core.errors import InvalidRequest, NotExplainable, Unavailable, VersionNotFound
+from service.core.images import EncodedImage, ImageInput
 from service.core.metrics import Metrics
-from service.core.runtime import LoadedModel
+from service.core.runtime import EXPLAIN_MAX_BATCH, ExplainInput, Explanation, LoadedModel
 from service.core.versions import VersionState, VersionStatus
 from service.settings import Settings
 
@@ -56,6 +58,30 @@ class ServedVersion:
             on_batch=metrics.observe_batch,
             name=f"model-v{model.version}",
         )
+        # Its own queue and worker thread: classification never waits behind
+        # a gradient pass. Same queue limit, small batches (see EXPLAIN_MAX_BATCH).
+        self.explainer: Batcher[ExplainInput, Explanation] | None = None
+        if model.can_explain:
+            self.explainer = Batcher(
+                model.explain,
+                max_batch_size=(
+                    min(settings.max_batch_size, EXPLAIN_MAX_BATCH) if settings.batching else 1
+                ),
+                max_wait_s=settings.batch_timeout_s if settings.batching else 0.0,
+                max_queue=settings.max_queue,
+                workers=1,
+                # Not in the batch histograms: those describe classification
+                # (Explain's latency is in the per-RPC metrics).
+                name=f"explain-v{model.version}",
+            )
+
+    @property
+    def batchers(self) -> list[Batcher]:  # type: ignore[type-arg]
+        return [self.batcher] + ([self.explainer] if self.explainer is not None else [])
+
+    async def close(self) -> None:
+        """Answers everything queued on both batchers, then stops them."""
+        await asyncio.gather(*(b.close() for b in self.batchers))
 
 
 class ModelRepository:
@@ -71,7 +97,7 @@ class ModelRepository:
         self._closing = False
         # Read when Prometheus scrapes (on its HTTP thread), not set per request.
         metrics.queue_depth.set_function(
-            lambda: sum(v.batcher.queue_depth for v in list(self._versions.values()))
+            lambda: sum(b.queue_depth for v in list(self._versions.values()) for b in v.batchers)
         )
 
     @property
@@ -119,7 +145,7 @@ class ModelRepository:
         """Stops routing to `version`, then answers what was queued for it and frees it."""
         served = self._versions.pop(version)  # new requests no longer reach it
         self.set_state(version, VersionState.UNLOADING)
-        await served.batcher.close()  # answers the ones already queued
+        await served.close()  # answers the ones already queued
         self.set_state(version, VersionState.END)
         self.metrics.loaded_versions.remove(str(version))
         self.metrics.unloads.inc()
@@ -146,7 +172,38 @@ class ModelRepository:
         probabilities = await served.batcher.submit(image, deadline)
         return Prediction(probabilities, served.model.labels, self.name, served.model.version)
 
+    async def explain(
+        self,
+        image: EncodedImage,
+        class_index: int | None,
+        version: int = 0,
+        deadline: float | None = None,
+    ) -> tuple[Prediction, Explanation]:
+        """Grad-CAM for `class_index` (None: the most probable class) of `image`.
+
+        Raises:
+            NotExplainable: the version has no `gradcam` signature.
+            InvalidRequest: `class_index` is not a class of the model.
+        """
+        served = self.get(version)
+        model = served.model
+        if served.explainer is None:
+            raise NotExplainable(
+                f"model version {model.version} was exported before Grad-CAM explanations "
+                "(its SavedModel has no 'gradcam' signature); re-export it with this "
+                "release's model.train to explain it, or ask a version that has it"
+            )
+        if class_index is not None and class_index >= len(model.labels):
+            raise InvalidRequest(
+                f"class_index {class_index} is out of range: the model has "
+                f"{len(model.labels)} classes (0-{len(model.labels) - 1})"
+            )
+        wanted = -1 if class_index is None else class_index
+        explanation = await served.explainer.submit(ExplainInput(image, wanted), deadline)
+        prediction = Prediction(explanation.probabilities, model.labels, self.name, model.version)
+        return prediction, explanation
+
     async def close(self) -> None:
         """Refuses new work, then finishes every queued image."""
         self._closing = True
-        await asyncio.gather(*(v.batcher.close() for v in self._versions.values()))
+        await asyncio.gather(*(v.close() for v in self._versions.values()))

@@ -147,6 +147,14 @@ def test_savedmodel_signatures_equal_the_keras_model(version_dir: Path) -> None:
     ]
     np.testing.assert_allclose(by_bytes.numpy(), expected, atol=1e-5)
     np.testing.assert_allclose(by_pixels.numpy(), expected, atol=1e-5)
+    explained = loaded.signatures[layout.GRADCAM_SIGNATURE](
+        images=tf.constant([encode(p) for p in pixels]), class_index=tf.constant([-1, 0, 11])
+    )
+    np.testing.assert_allclose(explained[layout.OUTPUT].numpy(), expected, atol=1e-5)
+    # The heat comes from the base's last convolution (4x4 at 64x64), resized.
+    heat = explained["heatmap"].numpy()
+    assert heat.shape == (3, SIZE, SIZE) and heat.min() >= 0.0 and heat.max() <= 1.0
+    assert explained["class_index"].numpy().tolist()[1:] == [0, 11]
 
 
 @pytest.fixture(scope="module")

@@ -41,3 +41,19 @@ def test_unreadable_image_is_a_clear_error(tiny_model: TrainResult, tmp_path: Pa
     bad.write_bytes(b"nope")
     assert main(["--model", str(tiny_model.version_dir), "--image", str(bad)]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_gradcam_writes_the_overlay_at_the_image_size(
+    tiny_model: TrainResult, tmp_path: Path, capsys
+) -> None:
+    image = tmp_path / "in.png"
+    image.write_bytes(encode(random_pixels(30, 40)))
+    out = tmp_path / "cam.png"
+    model = str(tiny_model.version_dir.parent)
+    args = ["--model", model, "--image", str(image), "--out", str(out), "--gradcam"]
+    assert main([*args, "--class-index", "4"]) == 0
+    assert "Grad-CAM of green_square" in capsys.readouterr().out
+    with Image.open(out) as png:
+        assert (png.format, png.size, png.mode) == ("PNG", (40, 30), "RGB")
+    assert main([*args, "--class-index", "12"]) == 2
+    assert "--class-index 12: the model has 12 classes" in capsys.readouterr().err

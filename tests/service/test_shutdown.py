@@ -1,6 +1,7 @@
 """Graceful shutdown of a real `python -m service` process, as README "Graceful
-shutdown" documents it: on SIGTERM, health turns NOT_SERVING at once while the
-server keeps answering for --drain-grace-s; then new calls are refused with
+shutdown" documents it: on SIGTERM, health turns NOT_SERVING at once (and so
+does every protocol's readiness: V2 gRPC and REST) while the server keeps
+answering for --drain-grace-s; then new calls are refused with
 UNAVAILABLE, every accepted unary call is answered, an open stream is told to
 resend what it has not sent, and the process exits 0. A second signal skips
 the grace.
@@ -10,9 +11,13 @@ Every step waits on what the server says (health, answers), never on a clock.
 
 from __future__ import annotations
 
+import base64
+import json
 import queue
 import signal
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +26,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from loadtest.serverproc import local_server
+from protos.inference import open_inference_grpc_pb2 as oip
+from protos.inference import open_inference_grpc_pb2_grpc as oip_grpc
 from protos.vggserve.v1 import classifier_pb2 as pb
+from service.server import SERVICES
 from tests.conftest import encode, random_pixels
 from vggclient.client import Client
 
@@ -127,4 +135,71 @@ def test_grace_then_new_calls_are_unavailable_and_the_open_stream_is_told_to_res
         # UNAVAILABLE so that its client resends the rest elsewhere (README).
         assert stream.close() == grpc.StatusCode.UNAVAILABLE
         assert "resend" in (stream.responses.details() or "")
+        assert child.process.wait(timeout=DRAIN_S + 30) == 0
+
+
+def http_get(url: str) -> tuple[int, dict[str, object]]:
+    """Status and JSON body of a GET; 4xx/5xx are answers too."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def rest_predict(rest_url: str) -> int:
+    """Status of one TF Serving REST :predict; 0 when the connection is refused or cut."""
+    body = json.dumps({"instances": [{"b64": base64.b64encode(IMAGE).decode()}]}).encode()
+    request = urllib.request.Request(f"{rest_url}/v1/models/tiny:predict", data=body)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except (urllib.error.URLError, ConnectionError):
+        return 0
+
+
+def grpc_health(target: str) -> dict[str, str]:
+    """The health status of every service the server lists."""
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return {
+            service: health_pb2.HealthCheckResponse.ServingStatus.Name(
+                stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
+            )
+            for service in SERVICES
+        }
+
+
+def v2_server_ready(target: str) -> bool:
+    with grpc.insecure_channel(target) as channel:
+        stub = oip_grpc.GRPCInferenceServiceStub(channel)
+        return bool(stub.ServerReady(oip.ServerReadyRequest(), timeout=10).ready)
+
+
+def test_every_protocol_sees_the_drain_and_rest_is_refused_after_the_grace(
+    model_dir: Path,
+) -> None:
+    with local_server(model_dir, [*LONG_GRACE, "--model-name", "tiny"]) as child:
+        assert child.rest_url is not None
+        assert set(grpc_health(child.target).values()) == {"SERVING"}
+        assert v2_server_ready(child.target)
+        assert http_get(f"{child.rest_url}/v2/health/ready") == (200, {"ready": True})
+        child.process.send_signal(signal.SIGTERM)
+        wait_for_health(child.target, "NOT_SERVING")
+        # The grace: every protocol's readiness says "not ready" at once, so a
+        # balancer of any kind stops sending, while calls are still answered.
+        assert set(grpc_health(child.target).values()) == {"NOT_SERVING"}
+        assert not v2_server_ready(child.target)
+        assert http_get(f"{child.rest_url}/v2/health/ready") == (503, {"ready": False})
+        assert http_get(f"{child.rest_url}/v2/models/tiny/ready")[1]["ready"] is False
+        assert rest_predict(child.rest_url) == 200
+        child.process.send_signal(signal.SIGTERM)  # the second signal skips the grace
+        # Then REST refuses new requests (503, or the connection closed or
+        # refused once the listener is gone), and the process exits 0.
+        deadline = time.monotonic() + 60
+        while (status := rest_predict(child.rest_url)) == 200:
+            assert time.monotonic() < deadline, "REST still answered after the grace"
+        assert status in (503, 0)
         assert child.process.wait(timeout=DRAIN_S + 30) == 0

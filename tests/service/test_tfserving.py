@@ -241,7 +241,7 @@ def test_bad_images_are_invalid_argument_and_400(
             predict_request(images), timeout=30
         )
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert info.value.details().startswith("image 1: ")
+    assert info.value.details().startswith("image 1 of 2: ")
     status, body = http(
         f"{server.rest_url}/v1/models/{NAME}:predict", {"instances": [b64(i) for i in images]}
     )

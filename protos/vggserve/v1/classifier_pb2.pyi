@@ -104,6 +104,32 @@ class StreamResult(_message.Message):
     result: ImageResult
     def __init__(self, request_id: _Optional[str] = ..., result: _Optional[_Union[ImageResult, _Mapping]] = ...) -> None: ...
 
+class ExplainRequest(_message.Message):
+    __slots__ = ("image", "top_k", "model_version", "class_index")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CLASS_INDEX_FIELD_NUMBER: _ClassVar[int]
+    image: Image
+    top_k: int
+    model_version: int
+    class_index: int
+    def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., top_k: _Optional[int] = ..., model_version: _Optional[int] = ..., class_index: _Optional[int] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("classification", "class_index", "label", "heatmap_png", "overlay_png")
+    CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
+    CLASS_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    HEATMAP_PNG_FIELD_NUMBER: _ClassVar[int]
+    OVERLAY_PNG_FIELD_NUMBER: _ClassVar[int]
+    classification: ClassifyResponse
+    class_index: int
+    label: str
+    heatmap_png: bytes
+    overlay_png: bytes
+    def __init__(self, classification: _Optional[_Union[ClassifyResponse, _Mapping]] = ..., class_index: _Optional[int] = ..., label: _Optional[str] = ..., heatmap_png: _Optional[bytes] = ..., overlay_png: _Optional[bytes] = ...) -> None: ...
+
 class GetModelMetadataRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -1,0 +1,287 @@
+"""Training on several workers (or GPUs): `python -m model.train --distributed`.
+
+`tf.distribute.MultiWorkerMirroredStrategy` reads the cluster from TF_CONFIG
+(no TF_CONFIG: one worker, every local GPU). Each replica holds a copy of the
+model; every step all-reduces the gradients, so the copies stay identical.
+
+Keras 3.15's `model.fit` fails under this strategy ("Attempt to convert a value
+(PerReplica...)", keras-team/keras#20585), so training here is a custom loop
+(`strategy.run` + `tf.nn.compute_average_loss`) over the same input pipeline,
+plan, learning-rate schedule and early stopping as `model.fitting`:
+
+- The plan's batch size is per replica; the global batch is that times the
+  replicas, and an epoch is one pass of the global batch over the data.
+- Each worker reads its own shard of the file list (every n-th file), so no
+  image is decoded twice.
+- Validation runs on every worker and the figures are averaged across
+  workers, so every worker takes the same early-stopping decision.
+- A worker that dies makes the others fail within --collective-timeout
+  seconds (a collective that cannot complete) instead of hanging.
+
+The strategy must exist before any other TensorFlow op: `strategy()` is the
+first thing `model.train` does with --distributed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from model.cli import TrainOptions
+from model.data import ImageSet
+from model.fitting import BestWeights, Throughput, batches, training_batches
+from model.plan import Plan
+
+log = logging.getLogger("model.train")
+
+# Errors a collective raises when a peer is gone (or never answers).
+PEER_ERRORS = (
+    tf.errors.UnavailableError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.AbortedError,
+    tf.errors.CancelledError,
+    tf.errors.InternalError,
+    tf.errors.UnknownError,
+)
+
+
+class ClusterConfigError(Exception):
+    """The workers' settings do not describe a cluster; the message says why."""
+
+
+class WorkerLost(Exception):
+    """A collective failed: a peer died or stopped answering; the message says which."""
+
+
+@dataclass(frozen=True)
+class Role:
+    """This process's place in the cluster."""
+
+    index: int  # the worker's number (0 is the chief)
+    workers: int
+    replicas: int  # across the cluster
+
+    @property
+    def chief(self) -> bool:
+        return self.index == 0
+
+
+def tf_config_from_env(env: dict[str, str]) -> str | None:
+    """TF_CONFIG built from VGGSERVE_WORKER_HOSTS ("host:port,host:port") and this
+    worker's index (VGGSERVE_WORKER_INDEX, else JOB_COMPLETION_INDEX, which a
+    Kubernetes Indexed Job sets in each pod): a manifest can then give every pod
+    the same settings. None when TF_CONFIG is set or no hosts are named."""
+    hosts = [h.strip() for h in env.get("VGGSERVE_WORKER_HOSTS", "").split(",") if h.strip()]
+    if env.get("TF_CONFIG") or not hosts:
+        return None
+    index = env.get("VGGSERVE_WORKER_INDEX") or env.get("JOB_COMPLETION_INDEX")
+    if index is None or not index.isdigit() or int(index) >= len(hosts):
+        raise ClusterConfigError(
+            f"VGGSERVE_WORKER_HOSTS names {len(hosts)} workers but this worker's index "
+            f"(VGGSERVE_WORKER_INDEX or JOB_COMPLETION_INDEX) is {index!r}"
+        )
+    task = {"type": "worker", "index": int(index)}
+    return json.dumps({"cluster": {"worker": hosts}, "task": task})
+
+
+def strategy(timeout_s: float) -> tf.distribute.MultiWorkerMirroredStrategy:
+    """The strategy for TF_CONFIG's cluster; collectives give up after `timeout_s`."""
+    built = tf_config_from_env(dict(os.environ))
+    if built is not None:
+        os.environ["TF_CONFIG"] = built
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_s)
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+
+def role_of(strat: tf.distribute.Strategy) -> Role:
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    workers = len(config.get("cluster", {}).get("worker", [])) or 1
+    task = config.get("task", {})
+    # "chief" as its own task type is not used here: worker 0 is the chief.
+    index = int(task.get("index", 0)) if task.get("type", "worker") == "worker" else 0
+    return Role(index, workers, strat.num_replicas_in_sync)
+
+
+def weights_digest(model: keras.Model) -> str:
+    """A short hash of every weight: workers in sync print the same one."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def fit(
+    model: keras.Model,
+    plan: Plan,
+    train_set: ImageSet,
+    val_set: ImageSet,
+    options: TrainOptions,
+    throughput: Throughput,
+    strat: tf.distribute.Strategy,
+    role: Role,
+) -> tuple[dict[str, list[float]], BestWeights]:
+    """`model.fitting.fit_phase`'s job under `strat`; `model` was built in its scope.
+
+    Raises:
+        WorkerLost: a collective failed (a peer died or timed out).
+    """
+    try:
+        return _fit(model, plan, train_set, val_set, options, throughput, strat, role)
+    except PEER_ERRORS as exc:
+        log.error("a collective failed: %s", exc.message)  # TensorFlow's whole account
+        raise WorkerLost(
+            f"worker {role.index} of {role.workers}: training stopped because another worker "
+            f"died or stopped answering ({_reason(exc, role.index)}); restart every "
+            f"worker to train again (a step waits at most --collective-timeout "
+            f"{options.collective_timeout:g} s)"
+        ) from exc
+
+
+def _reason(exc: tf.errors.OpError, own_index: int) -> str:
+    """One line out of TensorFlow's message (which embeds the graph's traceback):
+    which worker failed, and how, when it says."""
+    message = exc.message or ""
+    text = " ".join(message.split())
+    tasks = sorted(set(re.findall(r"/job:\w+/replica:\d+/task:(\d+)", text)) - {str(own_index)})
+    peer = f"worker {', '.join(tasks)}" if tasks else "a worker"
+    if "stopped sending heartbeats" in text:
+        return f"{peer} stopped sending heartbeats"
+    for sign in ("Connection refused", "failed to connect", "Connection reset"):
+        if sign in text:
+            return f"{peer}: {sign.lower()}"
+    if isinstance(exc, tf.errors.DeadlineExceededError):
+        return f"{peer} did not answer in time"
+    # The first line that is not the traceback of the node that failed.
+    lines = [line.strip() for line in message.splitlines()]
+    said = [line for line in lines if line and not line.startswith(("Detected at node", "File"))]
+    return f"{peer}: {said[-1][:200] if said else type(exc).__name__}"
+
+
+def _fit(
+    model: keras.Model,
+    plan: Plan,
+    train_set: ImageSet,
+    val_set: ImageSet,
+    options: TrainOptions,
+    throughput: Throughput,
+    strat: tf.distribute.Strategy,
+    role: Role,
+) -> tuple[dict[str, list[float]], BestWeights]:
+    global_batch = plan.batch_size * role.replicas
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if plan.warmup_steps else plan.learning_rate,
+        decay_steps=max(1, plan.total_steps - plan.warmup_steps),
+        alpha=0.01,
+        warmup_target=plan.learning_rate if plan.warmup_steps else None,
+        warmup_steps=plan.warmup_steps,
+    )
+    with strat.scope():
+        optimizer = keras.optimizers.Adam(schedule)
+        optimizer.build(model.trainable_variables)
+    weights = plan.class_weights
+    class_weight = (
+        tf.constant([weights[i] for i in range(len(weights))], tf.float32) if weights else None
+    )
+
+    def dataset(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        # Shard the file list, not decoded images: each worker decodes only its own.
+        shard = train_set.subset(
+            np.arange(context.input_pipeline_id, len(train_set), context.num_input_pipelines)
+        )
+        per_replica = replace(plan, batch_size=context.get_per_replica_batch_size(global_batch))
+        return training_batches(shard, per_replica, options.seed + role.index, options.cache)
+
+    batches_in = iter(strat.distribute_datasets_from_function(dataset))
+
+    def step(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            probabilities = model(images, training=True)
+            losses = keras.losses.sparse_categorical_crossentropy(labels, probabilities)
+            if class_weight is not None:
+                losses *= tf.gather(class_weight, tf.cast(labels, tf.int32))
+            loss = tf.nn.compute_average_loss(losses, global_batch_size=global_batch)
+            if model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+        gradients = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
+        predicted = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        correct = tf.reduce_sum(tf.cast(tf.equal(predicted, tf.cast(labels, tf.int32)), "float32"))
+        return loss, correct
+
+    @tf.function
+    def train_step(iterator: Iterator) -> tuple[tf.Tensor, tf.Tensor]:
+        loss, correct = strat.run(step, args=next(iterator))
+        total = tf.distribute.ReduceOp.SUM
+        return strat.reduce(total, loss, axis=None), strat.reduce(total, correct, axis=None)
+
+    @tf.function
+    def agree(values: tf.Tensor) -> tf.Tensor:
+        """The mean of `values` over the replicas: one figure on every worker."""
+        local = strat.run(lambda: tf.identity(values))
+        return strat.reduce(tf.distribute.ReduceOp.MEAN, local, axis=None)
+
+    predict = tf.function(lambda images: model(images, training=False))
+    val_batches = batches(val_set, 256, options.cache, "validation")
+    best = BestWeights(plan.patience_epochs, options.target_accuracy)
+    best.set_model(model)
+    model.stop_training = False  # fit() sets it; BestWeights sets it to stop
+    history: dict[str, list[float]] = {}
+    for epoch in range(plan.epochs):
+        started = time.perf_counter()
+        loss_sum = correct_sum = 0.0
+        for _ in range(plan.steps_per_epoch):
+            loss, correct = train_step(batches_in)
+            loss_sum += float(loss)
+            correct_sum += float(correct)
+        seconds = time.perf_counter() - started
+        throughput.seconds += seconds
+        throughput.epochs += 1
+        val_loss, val_accuracy = _evaluate(predict, val_batches)
+        figures = agree(tf.constant([val_loss, val_accuracy], tf.float32)).numpy()
+        logs = {
+            "loss": loss_sum / plan.steps_per_epoch,
+            "accuracy": correct_sum / (plan.steps_per_epoch * global_batch),
+            "val_loss": float(figures[0]),
+            "val_accuracy": float(figures[1]),
+        }
+        for name, value in logs.items():
+            history.setdefault(name, []).append(value)
+        log.info(
+            "epoch %d/%d: loss %.4f, accuracy %.4f, validation accuracy %.4f; %.0f images/s "
+            "(global batch %d, %d replicas)",
+            epoch + 1,
+            plan.epochs,
+            logs["loss"],
+            logs["accuracy"],
+            logs["val_accuracy"],
+            plan.steps_per_epoch * global_batch / seconds,
+            global_batch,
+            role.replicas,
+        )
+        best.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            break
+    best.on_train_end()
+    return history, best
+
+
+def _evaluate(predict: tf.types.experimental.PolymorphicFunction, data: tf.data.Dataset) -> tuple:
+    """(mean loss, accuracy) of the model over `data`, on this worker alone."""
+    loss_sum = correct = count = 0.0
+    for images, labels in data:
+        probabilities = predict(images)
+        losses = keras.losses.sparse_categorical_crossentropy(labels, probabilities)
+        loss_sum += float(tf.reduce_sum(losses))
+        correct += float(np.sum(np.argmax(probabilities, axis=-1) == labels.numpy()))
+        count += int(labels.shape[0])
+    return loss_sum / max(count, 1), correct / max(count, 1)

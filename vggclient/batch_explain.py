@@ -1,0 +1,69 @@
+"""`python -m vggclient.batch ... --explain-dir DIR`: a Grad-CAM overlay per image.
+
+After the rows are written, each image with an ok row gets DIR/<stem>-<hash>.overlay.png
+(the hash is of the row's path, so two `cat.jpg` in different folders do
+not collide). An overlay already there is kept, so a rerun only fills the gaps,
+as the rows do. Explain is one call per image: it has its own queue on the
+server, so a batch of explanations does not slow other clients' Classify.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import grpc
+
+from vggclient.client import client_from_args
+from vggclient.explain import explain, overlay_name
+
+# Answers that say "not now"; the image is left without an overlay for a rerun.
+_TRANSIENT = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def overlay_path(out_dir: Path, row_path: str) -> Path:
+    digest = hashlib.sha1(row_path.encode("utf-8")).hexdigest()[:8]
+    name = overlay_name(row_path).replace(".overlay.png", f"-{digest}.overlay.png")
+    return out_dir / name
+
+
+def write_overlays(args: argparse.Namespace, row_paths: Iterable[str]) -> tuple[int, int]:
+    """Overlays for `row_paths` (images with ok rows) into args.explain_dir.
+
+    Returns (written, failed); raises grpc.RpcError when the server cannot
+    answer at all (the caller reports it like any other connection failure).
+    """
+    out = Path(args.explain_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = failed = 0
+    with client_from_args(args) as client:
+        for row_path in row_paths:
+            target = overlay_path(out, row_path)
+            if target.exists():
+                continue
+            try:
+                answer = explain(client, Path(row_path).read_bytes(), top_k=args.top_k)
+            except OSError as exc:
+                failed += 1
+                print(f"{row_path}: no overlay: {exc.strerror or exc}", file=sys.stderr)
+                continue
+            except grpc.RpcError as exc:
+                if exc.code() in _TRANSIENT or exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                    raise  # the server's state, not the image's: stop and say so
+                failed += 1
+                print(
+                    f"{row_path}: no overlay: {exc.code().name}: {exc.details()}", file=sys.stderr
+                )
+                continue
+            partial = target.with_suffix(".part")
+            partial.write_bytes(answer.overlay_png)
+            partial.rename(target)  # a kill never leaves half a PNG under the final name
+            written += 1
+    return written, failed
