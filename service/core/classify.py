@@ -148,6 +148,9 @@ class Core:
             except ServiceError as exc:
                 return exc
 
+        if len(raws) == 1:
+            # The usual TF Serving / V2 request: no task for gather() to make.
+            return [await one(raws[0])]
         return list(await asyncio.gather(*(one(raw) for raw in raws)))
 
     async def classify_all(
