@@ -52,7 +52,7 @@ def test_class_index_out_of_range_fails(signatures: dict) -> None:
 # The session's tiny model (16 px, about 30% accurate) has not learnt where
 # the shapes are well enough to be judged on it: its heat scores no better than
 # the centred blob off centre. This one (77% validation accuracy) trains in
-# about 20 s on 2 cores.
+# about 23 s on the busy shared 2 cores.
 LOCATED = dict(input_size=32, width=0.5, per_class=250, epochs=15)
 
 
@@ -66,7 +66,7 @@ def test_heat_follows_the_shape(located_model: Path) -> None:
 
     Over all images the heat must beat random heat; with every shape off the
     centre of the frame (where the centred blob cannot find it) it must beat
-    the blob clearly. The margins were set from four image seeds and two
+    the blob clearly. The margins were set from up to four image seeds and two
     training seeds of this model (README, "Explanations"): the smallest ratios
     seen were 2.9x random and 1.8x the blob. The heat of the same shape in
     another colour (a class whose evidence is elsewhere, up to 1.35x the blob),
