@@ -7,8 +7,9 @@ Two signatures share the model and the preprocessing of `model.preprocessing`:
 - `serving_pixels`: `pixels` uint8 [batch, height, width, channels] (channels
   1, 3 or 4; one size per batch) -> RGB -> resize -> model -> `probabilities`.
 - `gradcam`: `images` tf.string [batch] and `class_index` int32 [batch] (-1:
-  the predicted class) -> Grad-CAM `heatmap`, `heatmap_png`, `overlay_png`,
-  `class_index` and `probabilities` (see `model.gradcam`).
+  the predicted class) -> `heatmap` (LayerCAM, a Grad-CAM variant),
+  `heatmap_png`, `overlay_png`, `class_index` and `probabilities` (see
+  `model.gradcam`).
 
 A version is written to a temporary folder beside its final place and renamed
 into place, so a server watching the folder never sees half a model.

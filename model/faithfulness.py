@@ -1,4 +1,4 @@
-"""How well Grad-CAM heatmaps find the object, measured on the synthetic set.
+"""How well the `gradcam` signature's heatmaps find the object, on the synthetic set.
 
 The synthetic generator knows where each image's shape is (its mask), so an
 explanation can be scored instead of admired:
@@ -10,9 +10,13 @@ explanation can be scored instead of admired:
 Both are compared with two heatmaps that know nothing of the image: a blob
 centred in the frame and uniform noise, scored on the same images. The
 generator keeps each shape inside the frame, so most shapes cover the centre
-and the blob is a strong guess; the scores are also given for the images
-whose shape misses the centre pixel, where only a heatmap that follows the
-shape can score.
+and the blob is a strong guess over all images. A second set is therefore
+drawn from the same generator with every shape placed off the centre
+(`synthetic.generate_with_masks(off_centre=True)`: the same ranges of size,
+position and angle, kept only where the shape misses the centre pixels),
+where only a heatmap that follows the shape can score. The model's accuracy
+on each set is printed beside the scores: an explanation of a wrong answer
+need not point at the shape.
 
     python -m model.faithfulness --model models/vgg-mini --per-class 20
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import io
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,46 +89,79 @@ def baselines(masks: np.ndarray, seed: int = 0) -> dict[str, Scores]:
     return {"centred blob": score(blob, masks), "random": score(noise, masks)}
 
 
-def off_centre(masks: np.ndarray) -> np.ndarray:
-    """bool [n]: the images whose shape does not cover the frame's centre pixel."""
-    _, height, width = masks.shape
-    return ~masks[:, height // 2, width // 2]
+@dataclass(frozen=True)
+class Explained:
+    """Synthetic images put through an export's `gradcam` signature.
+
+    Attributes:
+        heats: float32 [n, height, width], the signature's heatmaps.
+        masks: bool [n, height, width], where each image's shape is.
+        labels: int32 [n], each image's true class.
+        predicted: int [n], the model's most probable class.
+    """
+
+    heats: np.ndarray
+    masks: np.ndarray
+    labels: np.ndarray
+    predicted: np.ndarray
+
+    @property
+    def accuracy(self) -> float:
+        return float(np.mean(self.predicted == self.labels))
 
 
-def synthetic_heatmaps(
-    version_dir: Path, per_class: int, seed: int, class_index: np.ndarray | int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Heatmaps from the export's `gradcam` signature on fresh synthetic images, and masks.
+def explain_synthetic(
+    version_dir: Path,
+    per_class: int,
+    seed: int,
+    class_index: np.ndarray | int | None = None,
+    off_centre: bool = False,
+) -> Explained:
+    """Heatmaps from the export's `gradcam` signature on fresh synthetic images.
 
     The images go through the signature as PNG files, like a client's would.
     `class_index` None explains each image's true class; else one class for
     all, or one per image (in `synthetic.generate_with_masks` order).
+    `off_centre` draws every shape off the frame's centre.
     """
     import tensorflow as tf
-    from PIL import Image
 
     from model import layout
     from model.data import synthetic
 
     config = layout.read_preprocessing(version_dir)
     images, labels, masks = synthetic.generate_with_masks(
-        per_class, (config.height, config.width), seed
+        per_class, (config.height, config.width), seed, off_centre=off_centre
     )
-    encoded = []
-    for image in images:
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="PNG")
-        encoded.append(buffer.getvalue())
     explain = tf.saved_model.load(str(version_dir)).signatures[layout.GRADCAM_SIGNATURE]
     classes = labels if class_index is None else np.broadcast_to(class_index, labels.shape)
-    heats = []
-    for start in range(0, len(encoded), 64):
+    heats, predicted = [], []
+    for start in range(0, len(images), 64):
         out = explain(
-            images=tf.constant(encoded[start : start + 64]),
+            images=tf.constant([_png(image) for image in images[start : start + 64]]),
             class_index=tf.constant(classes[start : start + 64], tf.int32),
         )
         heats.append(out["heatmap"].numpy())
-    return np.concatenate(heats), masks
+        predicted.append(np.argmax(out["probabilities"].numpy(), axis=-1))
+    return Explained(np.concatenate(heats), masks, labels, np.concatenate(predicted))
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def report(version_dir: Path, per_class: int, seed: int) -> Iterator[str]:
+    """The lines `main` prints: both sets, the explanation and both baselines on each."""
+    for title, off in (("all images", False), ("shape off centre", True)):
+        explained = explain_synthetic(version_dir, per_class, seed, off_centre=off)
+        yield (f" {title} ({len(explained.labels)}; model accuracy {explained.accuracy:.1%}):")
+        yield f"  explanation (true class): {score(explained.heats, explained.masks)}"
+        for name, scores in baselines(explained.masks, seed).items():
+            yield f"  {name}: {scores}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1234, help="seed of the synthetic images")
     args = p.parse_args(argv)
     from model import layout
+    from model.data import synthetic
 
     version_dir = Path(args.model)
     if not (version_dir / "saved_model.pb").exists():
@@ -145,16 +184,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: no exported version under {version_dir}", file=sys.stderr)
             return 2
         version_dir = version_dir / str(versions[-1])
-    heats, masks = synthetic_heatmaps(version_dir, args.per_class, args.seed)
-    print(f"{len(masks)} synthetic images, {version_dir}")
-    off = off_centre(masks)
-    for title, chosen in (("all images", np.ones(len(masks), bool)), ("shape off centre", off)):
-        print(f" {title} ({int(chosen.sum())}):")
-        if not chosen.any():
-            continue
-        print(f"  Grad-CAM (true class): {score(heats[chosen], masks[chosen])}")
-        for name, scores in baselines(masks[chosen], args.seed).items():
-            print(f"  {name}: {scores}")
+    count = len(synthetic.CLASS_NAMES) * args.per_class
+    print(f"{count} synthetic images per set, seed {args.seed}, {version_dir}")
+    for line in report(version_dir, args.per_class, args.seed):
+        print(line)
     return 0
 
 

@@ -6,9 +6,10 @@
 The image goes through the exported version's own preprocessing settings and
 the same decode/resize code as serving. Feature maps are the ReLU outputs (the
 source text's definition), one row per convolution, at most `--max-maps` each.
-With --gradcam it writes the Grad-CAM overlay instead (`model.gradcam`, the
-same graph code as the exported `gradcam` signature, run on the version's
-Keras model, so versions exported before that signature work too).
+With --gradcam it writes the class activation overlay instead (LayerCAM, a
+Grad-CAM variant: `model.gradcam`, the same graph code as the exported
+`gradcam` signature, run on the version's Keras model, so versions exported
+before that signature work too).
 """
 
 from __future__ import annotations

@@ -23,6 +23,9 @@ HUES = {"red": 0.0, "green": 1.0 / 3.0, "blue": 2.0 / 3.0}
 CLASS_NAMES = [f"{colour}_{shape}" for shape in SHAPES for colour in HUES]
 # Drawn at this multiple of the output size, then downsampled: anti-aliased edges.
 _SUPERSAMPLE = 2
+# An off-centre placement is accepted about one time in five; failing this
+# many draws in a row would take a broken generator, not bad luck.
+_MAX_PLACEMENTS = 1000
 
 
 def generate_arrays(
@@ -40,7 +43,10 @@ def generate_arrays(
 
 
 def generate_with_masks(
-    per_class: int = 1000, size: tuple[int, int] = (32, 32), seed: int = 0
+    per_class: int = 1000,
+    size: tuple[int, int] = (32, 32),
+    seed: int = 0,
+    off_centre: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`generate_arrays` plus each image's shape mask: bool (n, height, width).
 
@@ -48,11 +54,15 @@ def generate_with_masks(
     images and labels are those `generate_arrays` gives for the same seed (the
     mask is drawn beside the image and takes nothing from the random stream).
     For measuring explanations: the generator knows where the class is.
+
+    `off_centre` keeps only placements whose shape misses the frame's centre
+    pixel (see `render_with_mask`); the images then differ from
+    `generate_arrays`'s.
     """
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(len(CLASS_NAMES), dtype=np.int32), per_class)
     rng.shuffle(labels)
-    pairs = [render_with_mask(int(label), size, rng) for label in labels]
+    pairs = [render_with_mask(int(label), size, rng, off_centre) for label in labels]
     images = np.stack([image for image, _ in pairs])
     masks = np.stack([mask for _, mask in pairs])
     return images, labels, masks
@@ -70,10 +80,31 @@ def render(label: int, size: tuple[int, int], rng: np.random.Generator) -> np.nd
     return render_with_mask(label, size, rng)[0]
 
 
+def covers_centre(mask: np.ndarray) -> np.ndarray:
+    """Whether masks [..., height, width] cover a pixel nearest the frame's centre.
+
+    Those pixels are the middle one of an odd side and the middle two of an
+    even one: a heatmap peaked at the centre picks one of them (which one
+    depends on tie-breaking), so a shape that misses them all is one such a
+    heatmap cannot point at.
+    """
+    height, width = mask.shape[-2:]
+    rows = slice((height - 1) // 2, height // 2 + 1)
+    cols = slice((width - 1) // 2, width // 2 + 1)
+    return np.asarray(mask[..., rows, cols].any(axis=(-2, -1)))
+
+
 def render_with_mask(
-    label: int, size: tuple[int, int], rng: np.random.Generator
+    label: int, size: tuple[int, int], rng: np.random.Generator, off_centre: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """`render`'s image and the shape's mask, bool (height, width)."""
+    """`render`'s image and the shape's mask, bool (height, width).
+
+    `off_centre` draws the shape's size, position and angle again, from the
+    same ranges, until the shape misses the pixels nearest the frame's centre
+    (`covers_centre`): the training distribution conditioned on that (about
+    one training image in six meets it), where a heatmap centred in the frame
+    cannot find the shape.
+    """
     height, width = size
     big_w, big_h = width * _SUPERSAMPLE, height * _SUPERSAMPLE
     background = _greyish(rng)
@@ -87,18 +118,23 @@ def render_with_mask(
     shape = SHAPES[label // len(HUES)]
     hue = list(HUES.values())[label % len(HUES)]
     side = min(big_w, big_h)
-    radius = rng.uniform(0.22, 0.4) * side
-    cx = rng.uniform(radius, big_w - radius)
-    cy = rng.uniform(radius, big_h - radius)
-    angle = rng.uniform(0, 2 * math.pi)  # drawn before the colour, as always
+    for _ in range(_MAX_PLACEMENTS):
+        radius = rng.uniform(0.22, 0.4) * side
+        cx = rng.uniform(radius, big_w - radius)
+        cy = rng.uniform(radius, big_h - radius)
+        angle = rng.uniform(0, 2 * math.pi)  # drawn before the colour, as always
+        cover = Image.new("L", (big_w, big_h), 0)
+        _draw_shape(ImageDraw.Draw(cover), shape, (cx, cy), radius, angle, 255)
+        mask = np.asarray(cover.resize((width, height), Image.Resampling.BOX)) >= 128
+        if not (off_centre and covers_centre(mask)):
+            break
+    else:
+        raise RuntimeError(f"no off-centre placement of a {shape} in {_MAX_PLACEMENTS} draws")
     colour = _colour(hue, rng)
     _draw_shape(draw, shape, (cx, cy), radius, angle, colour)
-    cover = Image.new("L", (big_w, big_h), 0)
-    _draw_shape(ImageDraw.Draw(cover), shape, (cx, cy), radius, angle, 255)
     small = image.resize((width, height), Image.Resampling.BOX)
     pixels = np.asarray(small, dtype=np.float32)
     pixels += rng.normal(0.0, rng.uniform(2.0, 10.0), pixels.shape)
-    mask = np.asarray(cover.resize((width, height), Image.Resampling.BOX)) >= 128
     return np.clip(pixels, 0, 255).round().astype(np.uint8), mask
 
 

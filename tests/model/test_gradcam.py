@@ -12,8 +12,8 @@ from PIL import Image
 
 from model import faithfulness, layout
 from model.data import synthetic
-from model.train import TrainResult
-from tests.conftest import encode, random_pixels
+from model.train import TrainResult, train
+from tests.conftest import encode, random_pixels, tiny_options
 
 
 @pytest.fixture(scope="module")
@@ -49,37 +49,60 @@ def test_class_index_out_of_range_fails(signatures: dict) -> None:
         )
 
 
-def test_heat_follows_the_shape(tiny_model: TrainResult) -> None:
-    """Top-20% IoU with the generator's masks, against baselines on the same images.
+# The session's tiny model (16 px, about 30% accurate) has not learnt where
+# the shapes are well enough to be judged on it: its heat scores no better than
+# the centred blob off centre. This one (77% validation accuracy) trains in
+# about 23 s on the busy shared 2 cores.
+LOCATED = dict(input_size=32, width=0.5, per_class=250, epochs=15)
 
-    Margins are set so that a broken explanation fails (tried once each): the
-    heatmap of another class, inverted heat and constant heat all score at or
-    under the random baseline. The centred blob is reported, not asserted on:
-    the generator keeps shapes over the centre of the frame (80% of images),
-    which makes it a near-oracle this tiny model does not beat (see README).
+
+@pytest.fixture(scope="module")
+def located_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train(tiny_options(tmp_path_factory.mktemp("located"), **LOCATED)).version_dir
+
+
+def test_heat_follows_the_shape(located_model: Path) -> None:
+    """Top-20% IoU and pointing game with the generator's masks, against baselines.
+
+    Over all images the heat must beat random heat; with every shape off the
+    centre of the frame (where the centred blob cannot find it) it must beat
+    the blob clearly. The margins were set from up to four image seeds and two
+    training seeds of this model (README, "Explanations"): the smallest ratios
+    seen were 2.9x random and 1.8x the blob. The heat of the same shape in
+    another colour (a class whose evidence is elsewhere, up to 1.35x the blob),
+    inverted heat and constant heat (both under 0.3x) fail the blob margin.
     """
-    heats, masks = faithfulness.synthetic_heatmaps(tiny_model.version_dir, 10, seed=1234)
-    _, labels, _ = synthetic.generate_with_masks(10, masks.shape[1:], seed=1234)
-    true = faithfulness.score(heats, masks)
-    random = faithfulness.baselines(masks)["random"]
-    assert true.iou > 1.6 * random.iou, (true, random)
-    assert true.pointing > 1.3 * random.pointing, (true, random)
-    for broken in (1.0 - heats, np.zeros_like(heats)):
-        assert faithfulness.score(broken, masks).iou < 0.6 * true.iou
-    # The same shape in another colour: a class whose evidence is elsewhere.
-    shape, colour = np.divmod(labels, len(synthetic.HUES))
+    everywhere = faithfulness.explain_synthetic(located_model, 10, seed=1234)
+    off = faithfulness.explain_synthetic(located_model, 10, seed=1234, off_centre=True)
+    random = faithfulness.baselines(everywhere.masks)["random"]
+    blob = faithfulness.baselines(off.masks)["centred blob"]
+    true = faithfulness.score(everywhere.heats, everywhere.masks)
+    assert true.iou > 2.2 * random.iou, (true, random)
+    assert true.pointing > random.pointing + 0.35, (true, random)
+    true_off = faithfulness.score(off.heats, off.masks)
+    assert true_off.iou > 1.5 * blob.iou, (true_off, blob)
+    assert true_off.pointing > blob.pointing + 0.5, (true_off, blob)
+
+    shape, colour = np.divmod(off.labels, len(synthetic.HUES))
     other_class = shape * len(synthetic.HUES) + (colour + 1) % len(synthetic.HUES)
-    other, _ = faithfulness.synthetic_heatmaps(
-        tiny_model.version_dir, 10, seed=1234, class_index=other_class
+    other = faithfulness.explain_synthetic(
+        located_model, 10, seed=1234, class_index=other_class, off_centre=True
     )
-    assert faithfulness.score(other, masks).iou < 0.8 * true.iou
+    for broken in (other.heats, 1.0 - off.heats, np.zeros_like(off.heats)):
+        scores = faithfulness.score(broken, off.masks)
+        assert scores.iou < 1.5 * blob.iou, scores
+    assert faithfulness.score(other.heats, off.masks).iou < 0.8 * true_off.iou
 
 
 def test_faithfulness_command(tiny_model: TrainResult, capsys: pytest.CaptureFixture[str]) -> None:
     model_dir = str(Path(tiny_model.version_dir).parent)
     assert faithfulness.main(["--model", model_dir, "--per-class", "2"]) == 0
     printed = capsys.readouterr().out
-    assert "Grad-CAM (true class): top-20% IoU" in printed and "centred blob" in printed
+    for title in ("all images (24;", "shape off centre (24;"):
+        assert title in printed
+    assert printed.count("explanation (true class): top-20% IoU") == 2
+    assert printed.count("centred blob: top-20% IoU") == 2
+    assert printed.count("random: top-20% IoU") == 2
 
 
 def test_masks_do_not_change_the_images() -> None:
@@ -88,3 +111,12 @@ def test_masks_do_not_change_the_images() -> None:
     np.testing.assert_array_equal(images, same)
     np.testing.assert_array_equal(labels, same_labels)
     assert masks.dtype == bool and 0.05 < masks.mean() < 0.6
+
+
+def test_off_centre_shapes_miss_the_centre() -> None:
+    _, labels, masks = synthetic.generate_with_masks(4, (16, 16), seed=7)
+    assert synthetic.covers_centre(masks).mean() > 0.5  # the usual placement
+    _, off_labels, off_masks = synthetic.generate_with_masks(4, (16, 16), seed=7, off_centre=True)
+    np.testing.assert_array_equal(off_labels, labels)
+    assert not synthetic.covers_centre(off_masks).any()
+    assert off_masks.any(axis=(1, 2)).all()  # each shape is still in the frame
