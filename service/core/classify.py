@@ -9,7 +9,8 @@ for every protocol. Nothing here knows gRPC, HTTP or protobuf.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -60,6 +61,22 @@ class Core:
                 f"model '{name}' is not served here; this server serves '{self.repository.name}'"
             )
 
+    @contextmanager
+    def _counted(self, protocol: str) -> Iterator[None]:
+        """Counts the one image handled inside under `protocol`, by its outcome."""
+        try:
+            yield
+        except ServiceError as exc:
+            self.metrics.record_image(protocol, exc.code)
+            raise
+        except asyncio.CancelledError:
+            self.metrics.record_image(protocol, "CANCELLED")
+            raise
+        except Exception:
+            self.metrics.record_image(protocol, "INTERNAL")
+            raise
+        self.metrics.record_image(protocol, "OK")
+
     def validate(self, raw: RawImage) -> ImageInput:
         """The checked image, or InvalidImage naming the fault (headers only, no decoding)."""
         if isinstance(raw, Encoded):
@@ -76,19 +93,8 @@ class Core:
         Every image is counted once under `protocol`, whatever stops it (the
         header check, the version, the queue, the deadline, the decoder).
         """
-        try:
-            prediction = await self.repository.classify(self.validate(raw), version, deadline)
-        except ServiceError as exc:
-            self.metrics.record_image(protocol, exc.code)
-            raise
-        except asyncio.CancelledError:
-            self.metrics.record_image(protocol, "CANCELLED")
-            raise
-        except Exception:
-            self.metrics.record_image(protocol, "INTERNAL")
-            raise
-        self.metrics.record_image(protocol, "OK")
-        return prediction
+        with self._counted(protocol):
+            return await self.repository.classify(self.validate(raw), version, deadline)
 
     async def explain(
         self,
@@ -103,25 +109,14 @@ class Core:
         The same validation, limits and per-image counting as `classify`; raw
         pixels are refused (the overlay is drawn on the file as decoded).
         """
-        try:
+        with self._counted(protocol):
             if isinstance(raw, Pixels):
                 raise InvalidImage(
                     "Explain takes encoded image bytes (JPEG/PNG/BMP/GIF), not raw pixels"
                 )
             image = self.validate(raw)
             assert isinstance(image, EncodedImage)
-            answer = await self.repository.explain(image, class_index, version, deadline)
-        except ServiceError as exc:
-            self.metrics.record_image(protocol, exc.code)
-            raise
-        except asyncio.CancelledError:
-            self.metrics.record_image(protocol, "CANCELLED")
-            raise
-        except Exception:
-            self.metrics.record_image(protocol, "INTERNAL")
-            raise
-        self.metrics.record_image(protocol, "OK")
-        return answer
+            return await self.repository.explain(image, class_index, version, deadline)
 
     async def classify_each(
         self,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import keras
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -150,8 +151,13 @@ def test_rest_explain_matches_the_grpc_answer(explain_server: RunningServer) -> 
     for got, want in zip(body["explanations"], grpc_answers, strict=True):
         assert (got["class_index"], got["label"]) == (want.class_index, want.label)
         assert [label for label, _ in got["top"]] == [s.label for s in want.classification.classes]
-        assert unb64(got["heatmap_png"]) == want.heatmap_png
-        assert unb64(got["overlay_png"]) == want.overlay_png
+        # The same heat: batch-mates differ between the two calls, which moves
+        # float results by a rounding step at most.
+        for key, png in (("heatmap_png", want.heatmap_png), ("overlay_png", want.overlay_png)):
+            rest_pixels = np.asarray(Image.open(io.BytesIO(unb64(got[key]))), dtype=np.int16)
+            grpc_pixels = np.asarray(Image.open(io.BytesIO(png)), dtype=np.int16)
+            assert rest_pixels.shape == grpc_pixels.shape
+            assert np.abs(rest_pixels - grpc_pixels).max() <= 2, key
     assert Image.open(io.BytesIO(unb64(body["explanations"][0]["overlay_png"]))).size == (20, 30)
 
 
