@@ -97,12 +97,17 @@ def preset(name: str, **overrides: object) -> VGGConfig:
     return replace(PRESETS[name], **changes)  # type: ignore[arg-type]
 
 
-def build_vgg(config: VGGConfig, name: str = "vgg") -> keras.Model:
+def build_vgg(
+    config: VGGConfig, name: str = "vgg", synchronized_batch_norm: bool = False
+) -> keras.Model:
     """Builds an uncompiled VGG-style classifier.
 
     Args:
         config: the network's shape (see `VGGConfig`).
         name: the Keras model name.
+        synchronized_batch_norm: batch statistics over the global batch of every
+            replica (multi-worker training), so that every replica's moving
+            statistics, like its weights, stay identical. Inference is unchanged.
 
     Input shape:
         float32 `(batch, height, width, 3)` with pixel values in 0-255.
@@ -131,7 +136,9 @@ def build_vgg(config: VGGConfig, name: str = "vgg") -> keras.Model:
             )(x)
             if config.batch_norm:
                 x = layers.BatchNormalization(
-                    momentum=config.batch_norm_momentum, name=f"{prefix}_bn"
+                    momentum=config.batch_norm_momentum,
+                    synchronized=synchronized_batch_norm,
+                    name=f"{prefix}_bn",
                 )(x)
             # The ReLU output is the feature map (what the visualiser draws).
             x = layers.ReLU(name=f"{prefix}_relu")(x)

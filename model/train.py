@@ -258,7 +258,10 @@ def train(options: TrainOptions) -> TrainResult:
             num_classes=num_classes,
         )
         with strategy.scope() if strategy else contextlib.nullcontext():
-            model = build_vgg(config, name=model_name)
+            # Under a strategy every replica normalises with the global batch's
+            # statistics: per-replica ones would leave each worker's moving
+            # statistics (weights too) different from the chief's.
+            model = build_vgg(config, name=model_name, synchronized_batch_norm=bool(strategy))
         phases = [(Phase("train", plan.epochs, plan.learning_rate, None), plan)]
         model_settings = asdict(config)
     log.info(

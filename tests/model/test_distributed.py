@@ -31,7 +31,6 @@ TINY_ARGS = [
     "--width", "0.5",
     "--per-class", "20",
     "--batch-size", "8",
-    "--no-batch-norm",
     "--no-augment",
     "--name", "tiny",
     "--verbose", "0",
