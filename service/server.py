@@ -18,7 +18,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from protos.inference import open_inference_grpc_pb2_grpc
 from protos.vggserve.v1 import classifier_pb2, classifier_pb2_grpc
 from service.adapters import rest, tfserving_grpc, tfserving_rest, v2_grpc, v2_rest
 from service.adapters.grpc_limits import RpcLimit
@@ -88,9 +87,7 @@ class Server:
         )
         classifier_pb2_grpc.add_ImageClassifierServicer_to_server(self._servicer, self._grpc)
         tfserving_grpc.add_to_server(self.core, self._grpc)
-        open_inference_grpc_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
-            v2_grpc.InferenceServicer(self.core), self._grpc
-        )
+        v2_grpc.add_to_server(self.core, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         reflection.enable_server_reflection(
             [*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME], self._grpc

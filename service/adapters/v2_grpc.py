@@ -149,3 +149,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             result = await v2.infer(self.core, V2_GRPC, request_of(request), _deadline(context))
             return response_of(result, raw=bool(request.raw_input_contents))
         raise AssertionError("unreachable")
+
+
+def add_to_server(core: Core, server: grpc.aio.Server) -> None:
+    """Adds inference.GRPCInferenceService (SERVICE_NAME) to `server`."""
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(core), server)
