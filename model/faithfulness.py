@@ -177,13 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     from model import layout
     from model.data import synthetic
 
-    version_dir = Path(args.model)
-    if not (version_dir / "saved_model.pb").exists():
-        versions = layout.list_versions(version_dir)
-        if not versions:
-            print(f"error: no exported version under {version_dir}", file=sys.stderr)
-            return 2
-        version_dir = version_dir / str(versions[-1])
+    version_dir = layout.latest_version_dir(args.model)
+    if version_dir is None:
+        print(f"error: no exported version under {args.model}", file=sys.stderr)
+        return 2
     count = len(synthetic.CLASS_NAMES) * args.per_class
     print(f"{count} synthetic images per set, seed {args.seed}, {version_dir}")
     for line in report(version_dir, args.per_class, args.seed):

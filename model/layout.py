@@ -45,6 +45,16 @@ def list_versions(model_dir: str | Path) -> list[int]:
     )
 
 
+def latest_version_dir(path: str | Path) -> Path | None:
+    """`path` itself when it is a version folder, else its newest complete
+    version; None when it holds none."""
+    root = Path(path)
+    if (root / "saved_model.pb").exists():
+        return root
+    versions = list_versions(root)
+    return root / str(versions[-1]) if versions else None
+
+
 def next_version(model_dir: str | Path) -> int:
     """One more than the highest version number in use (complete or not)."""
     root = Path(model_dir)

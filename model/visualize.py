@@ -92,13 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         "--class-index", type=int, default=-1, help="--gradcam: class to explain (-1: predicted)"
     )
     args = p.parse_args(argv)
-    version_dir = Path(args.model)
-    if not (version_dir / "saved_model.pb").exists():
-        versions = layout.list_versions(version_dir)
-        if not versions:
-            print(f"error: no exported version under {version_dir}", file=sys.stderr)
-            return 2
-        version_dir = version_dir / str(versions[-1])
+    version_dir = layout.latest_version_dir(args.model)
+    if version_dir is None:
+        print(f"error: no exported version under {args.model}", file=sys.stderr)
+        return 2
     try:
         data = Path(args.image).read_bytes()
         config = layout.read_preprocessing(version_dir)
