@@ -12,17 +12,17 @@ from __future__ import annotations
 import hmac
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from service.adapters.grpc_handlers import Behaviour, is_health, rebuild
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-OPEN_METHODS_PREFIX = "/grpc.health.v1.Health/"  # probes carry no credentials
 ALL_INTERFACES = {"0.0.0.0", "::", "[::]", ""}
 
 
@@ -143,7 +143,7 @@ class TokenAuth(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None or details.method.startswith(OPEN_METHODS_PREFIX):
+        if handler is None or is_health(details.method):
             return handler
         header = ""
         for key, value in details.invocation_metadata or ():
@@ -154,31 +154,17 @@ class TokenAuth(grpc.aio.ServerInterceptor):
 
 
 def _denied(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
-    async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+    def unary(inner: Behaviour) -> Behaviour:
+        async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-    async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-        yield  # pragma: no cover  (makes this an async generator, as streaming handlers are)
+        return deny
 
-    kinds = {
-        (False, False): grpc.unary_unary_rpc_method_handler,
-        (True, False): grpc.stream_unary_rpc_method_handler,
-    }
-    maker = kinds.get((handler.request_streaming, handler.response_streaming))
-    if maker is not None:
-        return maker(
-            deny,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    maker = (
-        grpc.stream_stream_rpc_method_handler
-        if handler.request_streaming
-        else grpc.unary_stream_rpc_method_handler
-    )
-    return maker(
-        deny_stream,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    def streaming(inner: Behaviour) -> Behaviour:
+        async def deny(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+            yield  # pragma: no cover  (makes this an async generator, as streaming handlers are)
+
+        return deny
+
+    return rebuild(handler, unary, streaming)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from service.cli import ArgumentParser
-from service.core.versions import VersionPolicy
+from service.version_policy import VersionPolicy
 
 ENV_PREFIX = "VGGSERVE_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
