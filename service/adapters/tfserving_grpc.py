@@ -22,7 +22,9 @@ from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_pb2,
+    model_service_pb2,
     predict_pb2,
+    prediction_service_pb2,
     prediction_service_pb2_grpc,
     status_pb2,
 )
@@ -45,8 +47,13 @@ from service.core import (
     Unimplemented,
 )
 
-PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
-MODEL_SERVICE = "tensorflow.serving.ModelService"
+# The services' own file modules: the *_pb2_grpc stubs import only the message
+# files, so without these the services' descriptors were never registered and
+# reflection listed the services but could not describe them.
+PREDICTION_SERVICE = prediction_service_pb2.DESCRIPTOR.services_by_name[
+    "PredictionService"
+].full_name
+MODEL_SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 
 
 def _spec(ctx: RequestContext, spec: model_pb2.ModelSpec) -> RequestContext:
