@@ -18,9 +18,8 @@ from prometheus_client import generate_latest
 
 from model.train import TrainResult
 from protos.vggserve.v1 import classifier_pb2 as pb
-from service.adapters.grpc_status import answer
-from service.core.metrics import Metrics
-from service.core.protocols import NATIVE_GRPC
+from service.adapters.grpc_calls import answering
+from service.core import NATIVE_GRPC, CoreOptions, RequestContext, build_core
 from tests.conftest import encode, random_pixels
 from tests.service.conftest import RunningServer, settings_for, wait_until
 from tests.service.test_reload import publish
@@ -134,7 +133,7 @@ def test_exported_versions_are_readable_as_the_umask_allows(tiny_model: TrainRes
 
 
 class _ClientGone:
-    """The few ServicerContext methods answer() reads, for a client that went away."""
+    """The few ServicerContext methods answering() reads, for a client that went away."""
 
     def cancelled(self) -> bool:
         return True
@@ -143,14 +142,16 @@ class _ClientGone:
         return None
 
 
-def test_a_stream_closed_at_its_yield_is_counted_cancelled() -> None:
+def test_a_stream_closed_at_its_yield_is_counted_cancelled(tmp_path: Path) -> None:
     # grpc.aio closes a streaming handler whose client went away at its `yield`
     # (GeneratorExit, not CancelledError) when the cancel lands while an answer
     # is being sent; that path was counted OK.
-    metrics = Metrics()
+    core = build_core(CoreOptions(model_dir=str(tmp_path)))  # nothing loaded: not needed
+    metrics = core.metrics
+    ctx = RequestContext(NATIVE_GRPC, "ClassifyStream")
 
     async def handler() -> AsyncIterator[int]:
-        async with answer(NATIVE_GRPC, "ClassifyStream", _ClientGone(), metrics):  # type: ignore[arg-type]
+        async with answering(core, ctx, _ClientGone()):  # type: ignore[arg-type]
             yield 1
             yield 2
 
