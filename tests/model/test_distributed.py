@@ -20,8 +20,8 @@ from model import layout
 from model.distributed import ClusterConfigError, tf_config_from_env
 from model.preprocessing import preprocess_encoded_batch
 from model.train import parse_args as train_args
-from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer, settings_for
+from tests.helpers import encode, random_pixels
+from tests.service.helpers import RunningServer, settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
 # A tiny network on a tiny synthetic set: a few 50-step epochs take seconds.

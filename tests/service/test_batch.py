@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import signal
 import subprocess
@@ -14,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import encode
-from tests.service.conftest import RunningServer, settings_for
+from tests.helpers import encode, read_rows
+from tests.service.helpers import RunningServer, settings_for
 from vggclient.batch import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,13 +35,6 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "b" / "text.gif").write_bytes(b"hello")
     (root / "b" / "notes.txt").write_text("not an image, not picked up")
     return root
-
-
-def read_rows(path: Path) -> list[dict]:
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in path.read_text().splitlines()]
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_folder_to_csv_with_error_rows(

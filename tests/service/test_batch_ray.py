@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import encode
-from tests.service.test_batch import read_rows
+from tests.helpers import encode, read_rows
 from vggclient import batch_ray
 from vggclient.batch import main
 

@@ -23,8 +23,8 @@ import pytest
 from loadtest.serverproc import child_server, server_command
 from protos.vggserve.v1 import classifier_pb2 as pb
 from protos.vggserve.v1 import classifier_pb2_grpc as pb_grpc
-from tests.conftest import encode
-from tests.service.conftest import RunningServer, settings_for
+from tests.helpers import encode
+from tests.service.helpers import RunningServer, settings_for
 from vggclient.batch import FIELDS, main
 
 

@@ -30,7 +30,7 @@ from protos.inference import open_inference_grpc_pb2 as oip
 from protos.inference import open_inference_grpc_pb2_grpc as oip_grpc
 from protos.vggserve.v1 import classifier_pb2 as pb
 from service.server import SERVICES
-from tests.conftest import encode, random_pixels
+from tests.helpers import encode, random_pixels
 from vggclient.client import Client
 
 GRACE_S = 2.0

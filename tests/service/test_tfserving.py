@@ -30,10 +30,8 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer, settings_for
-from tests.service.test_security import make_ca, make_leaf
-from tests.service.test_server import bomb_png, in_process
+from tests.helpers import bomb_png, encode, in_process, make_ca, make_leaf, random_pixels
+from tests.service.helpers import RunningServer, settings_for
 
 NAME = "tiny"  # the model folder's name (tests/conftest.py: model_dir)
 IMAGES = [encode(random_pixels(24, 24, seed=i), fmt) for i, fmt in enumerate(["PNG", "JPEG"])]

@@ -6,12 +6,8 @@ share a process with the vendored stubs this module uses.
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import re
 import struct
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,42 +21,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from model.data import synthetic
 from protos.inference import open_inference_grpc_pb2 as pb
 from protos.inference import open_inference_grpc_pb2_grpc as pb_grpc
-from tests.conftest import encode, random_pixels, require_tool
-from tests.service.conftest import RunningServer, settings_for
-from tests.service.test_bad_images import truncated
-from tests.service.test_security import make_ca, make_leaf
-from tests.service.test_server import bomb_png, half_a_jpeg, in_process, scrape
+from tests.helpers import encode, half_a_jpeg, in_process, make_ca, make_leaf, random_pixels
+from tests.service.helpers import BAD_ENCODED, RunningServer, run_probe, scrape, settings_for
 
-ROOT = Path(__file__).resolve().parents[2]
-PROBE = Path(__file__).with_name("triton_probe.py")
 N_CLASSES = len(synthetic.CLASS_NAMES)
-
-# Encoded images that must fail with INVALID_ARGUMENT, and a piece of the reason.
-BAD_ENCODED = [
-    (b"", "image is empty"),
-    (bytes(range(256)) * 4, "not a JPEG, PNG, BMP or GIF"),
-    (bomb_png(), "30000x30000 = 900000000 pixels; the limit is"),
-    (encode(random_pixels(64, 64), "JPEG")[:100], "image header is corrupt"),
-    (half_a_jpeg(), "image does not decode"),
-    (truncated("PNG"), "Invalid PNG data"),
-]
-
-
-def run_probe(*args: str) -> dict[str, Any]:
-    require_tool(
-        "tritonclient" if importlib.util.find_spec("tritonclient") else None,
-        "tritonclient is not installed (`make venv` installs it)",
-    )
-    done = subprocess.run(
-        [sys.executable, str(PROBE), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
 
 
 def stub(server: RunningServer) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:

@@ -15,10 +15,8 @@ import numpy as np
 import pytest
 
 from model.data import synthetic
-from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer, settings_for
-from tests.service.test_server import in_process, scrape
-from tests.service.test_v2_grpc import BAD_ENCODED, run_probe
+from tests.helpers import encode, in_process, random_pixels
+from tests.service.helpers import BAD_ENCODED, RunningServer, run_probe, scrape, settings_for
 
 N_CLASSES = len(synthetic.CLASS_NAMES)
 IMAGE = encode(random_pixels(10, 12, seed=11), "PNG")
