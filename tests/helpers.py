@@ -182,9 +182,13 @@ def wait_for(
         time.sleep(poll_s)
 
 
-def rows_in(path: Path) -> int:
-    """Complete lines written to `path` so far (0 before it exists)."""
-    return path.read_bytes().count(b"\n") if path.exists() else 0
+def rows_written(path: Path, at_least: int, writing: Callable[[], bool]) -> bool:
+    """For wait_for: `path` holds `at_least` complete lines; fails once the writer
+    stopped (`writing()` false) without writing them."""
+    if path.exists() and path.read_bytes().count(b"\n") >= at_least:
+        return True
+    assert writing(), f"the writer stopped before {path} held {at_least} rows"
+    return False
 
 
 def read_rows(path: Path) -> list[dict]:
