@@ -21,9 +21,8 @@ import numpy as np
 import pytest
 
 from loadtest import callers, closed_loop, corpus, protocol_bench
-from tests.conftest import require_tool
-from tests.service.conftest import RunningServer, settings_for
-from tests.service.test_server import in_process
+from tests.helpers import in_process, require_tool
+from tests.service.helpers import RunningServer, settings_for
 
 NAME = "tiny"  # the model folder's name (tests/conftest.py: model_dir)
 IMAGES = corpus.fixed(count=4, size=24, fmt="JPEG", seed=3)

@@ -13,7 +13,7 @@ from PIL import Image
 from model import faithfulness, layout
 from model.data import synthetic
 from model.train import TrainResult, train
-from tests.conftest import encode, random_pixels, tiny_options
+from tests.helpers import encode, random_pixels, tiny_options
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,9 @@ import grpc
 import numpy as np
 import pytest
 
-from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer, settings_for
-from tests.service.test_server import in_process
+from tests.helpers import encode, in_process, random_pixels, truncated
+from tests.service.helpers import RunningServer, settings_for
 from vggclient.client import Classification, ImageError
-
-
-def truncated(fmt: str) -> bytes:
-    """The first half of a file: its header is intact, its data is cut."""
-    data = encode(random_pixels(64, 64), fmt)
-    return data[: len(data) // 2]
 
 
 @pytest.fixture(scope="module")

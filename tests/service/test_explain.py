@@ -21,8 +21,8 @@ from model import layout
 from model.data import synthetic
 from model.export import export_model
 from model.train import TrainResult
-from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer, settings_for
+from tests.helpers import encode, random_pixels
+from tests.service.helpers import RunningServer, settings_for
 from vggclient import batch
 from vggclient import client as client_cli
 from vggclient.explain import explain

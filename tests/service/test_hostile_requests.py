@@ -34,7 +34,7 @@ from PIL import Image
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
 
-from tests.service.conftest import RunningServer, settings_for
+from tests.service.helpers import RunningServer, settings_for
 
 # A watchdog: every hostile request must be answered within this (the old code ran away).
 ANSWER_WITHIN_S = 10.0

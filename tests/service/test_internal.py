@@ -18,8 +18,8 @@ import tensorflow as tf
 from model import layout
 from model.train import TrainResult
 from service.adapters.grpc_calls import INTERNAL_MESSAGE
-from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer, settings_for
+from tests.helpers import encode, random_pixels
+from tests.service.helpers import RunningServer, settings_for
 
 
 class OneRowTooMany(tf.Module):
