@@ -30,8 +30,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protos.vggserve.v1 import classifier_pb2 as pb
 from protos.vggserve.v1 import classifier_pb2_grpc as pb_grpc
-from service import cli
-from service.security import parse_tokens
+from vggcommon import cli
+from vggcommon.tokens import parse_tokens
 
 SERVICE = "vggserve.v1.ImageClassifier"
 ImageLike = str | Path | bytes | np.ndarray

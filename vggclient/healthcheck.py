@@ -11,8 +11,8 @@ import sys
 
 import grpc
 
-from service import cli
 from vggclient.client import Client
+from vggcommon import cli
 
 
 def main(argv: list[str] | None = None) -> int:
