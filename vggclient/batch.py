@@ -42,14 +42,8 @@ import grpc
 from tqdm import tqdm
 
 from model.data import IMAGE_SUFFIXES
-from vggclient.client import (
-    Classification,
-    ClassScore,
-    Client,
-    ImageError,
-    add_connection_flags,
-    client_from_args,
-)
+from vggclient.cli.connection import add_connection_flags, client_from_args
+from vggclient.client import Classification, ClassScore, Client, ImageError
 
 if TYPE_CHECKING:  # the server's core: only the in-process engines load it
     from service.core.errors import ServiceError

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import grpc
 
-from vggclient.client import client_from_args
+from vggclient.cli.connection import client_from_args
 from vggclient.explain import explain, overlay_name
 
 # Answers that say "not now"; the image is left without an overlay for a rerun.

@@ -24,7 +24,7 @@ from model.train import TrainResult
 from tests.conftest import encode, random_pixels
 from tests.service.conftest import RunningServer, settings_for
 from vggclient import batch
-from vggclient import client as client_cli
+from vggclient.cli import classify as client_cli
 from vggclient.explain import explain
 
 
