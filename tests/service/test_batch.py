@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import encode
 from tests.service.conftest import RunningServer, settings_for
-from vggclient.batch import main
+from vggclient.batch.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 

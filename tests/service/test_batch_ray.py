@@ -16,8 +16,8 @@ import pytest
 
 from tests.conftest import encode
 from tests.service.test_batch import read_rows
-from vggclient import batch_ray
-from vggclient.batch import main
+from vggclient.batch import ray as ray_engine
+from vggclient.batch.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = 120
@@ -26,7 +26,7 @@ IMAGES = 120
 @pytest.fixture(scope="module")
 def ray_address() -> Iterator[str]:
     """The Ray instance the tool starts without --ray-address, kept for the module."""
-    assert batch_ray.start(None)
+    assert ray_engine.start(None)
     import ray  # after start(), which sets what Ray reads on import
 
     try:
