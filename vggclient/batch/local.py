@@ -60,26 +60,21 @@ async def _classify_all(
 async def _embedded(model_dir: str, batch_size: int, top_k: int) -> AsyncIterator[Classify]:
     """The server's core (validation, batcher, runtime) over the newest version under
     `model_dir`, as a function from image bytes to the client's answer."""
-    from service.core.classify import Core, Encoded
-    from service.core.errors import ServiceError
-    from service.core.images import Limits
-    from service.core.metrics import Metrics
-    from service.core.protocols import IN_PROCESS
-    from service.core.repository import ModelRepository
-    from service.core.watcher import VersionWatcher
-    from service.settings import Settings
-
-    settings = Settings(
-        model_dir=model_dir, max_batch_size=batch_size, poll_interval_s=0, metrics_port=-1
+    from service.core import (
+        IN_PROCESS,
+        CoreOptions,
+        Encoded,
+        RequestContext,
+        ServiceError,
+        build_core,
     )
-    metrics = Metrics()
-    repository = ModelRepository(settings, metrics)
-    await VersionWatcher(repository, settings, metrics).load()
-    core = Core(repository, metrics, Limits(settings.max_message_bytes, settings.max_image_pixels))
+
+    core = build_core(CoreOptions(model_dir=model_dir, max_batch_size=batch_size))
+    await core.start()
 
     async def classify(data: bytes) -> Classification | ImageError:
         try:
-            prediction = await core.classify(IN_PROCESS, Encoded(data))
+            prediction = await core.classify(RequestContext(IN_PROCESS, "Classify"), Encoded(data))
         except ServiceError as exc:
             return refusal(exc.code, exc.message)
         return answer(prediction.top(top_k), prediction.model_name, prediction.version)
@@ -87,4 +82,4 @@ async def _embedded(model_dir: str, batch_size: int, top_k: int) -> AsyncIterato
     try:
         yield classify
     finally:
-        await repository.close()
+        await core.close()
