@@ -20,6 +20,7 @@ import grpc
 
 from service.adapters.grpc_handlers import Behaviour, is_health, rebuild
 from service.settings import Settings
+from vggcommon.tokens import parse_tokens
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +74,6 @@ def bearer_problem(tokens: list[bytes], header: str) -> str | None:
     if not token_valid(tokens, header.removeprefix("Bearer ").strip().encode()):
         return "the bearer token is not valid"
     return None
-
-
-def parse_tokens(text: str) -> list[str]:
-    """The tokens of a token file: one per line; blank lines and `#` comments skipped.
-
-    The one reader of token files, for the server (--auth-token-file) and the
-    clients (--token-file), so that a file one accepts the other reads alike.
-    """
-    stripped = (line.strip() for line in text.splitlines())
-    return [line for line in stripped if line and not line.startswith("#")]
 
 
 def load_tokens(settings: Settings) -> list[bytes]:

@@ -20,8 +20,8 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from service.cli import ArgumentParser
 from service.version_policy import VersionPolicy
+from vggcommon.cli import ArgumentParser
 
 ENV_PREFIX = "VGGSERVE_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

@@ -44,9 +44,7 @@ def version_number(text: str, what: str = "model version") -> int:
     if not text:
         return 0
     if not _VERSION.fullmatch(text) or int(text) == 0:
-        raise InvalidRequest(
-            f"{what} must be a positive integer in ASCII digits, got {text!r}"
-        )
+        raise InvalidRequest(f"{what} must be a positive integer in ASCII digits, got {text!r}")
     return int(text)
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.helpers import encode, read_rows, rows_written, wait_for
 from tests.service.helpers import RunningServer, settings_for
-from vggclient.batch import main
+from vggclient.batch.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 

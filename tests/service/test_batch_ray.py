@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from tests.helpers import encode, read_rows, rows_written, wait_for
-from vggclient import batch_ray
-from vggclient.batch import main
+from vggclient.batch import ray as ray_engine
+from vggclient.batch.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = 120
@@ -24,7 +24,7 @@ IMAGES = 120
 @pytest.fixture(scope="module")
 def ray_address() -> Iterator[str]:
     """The Ray instance the tool starts without --ray-address, kept for the module."""
-    assert batch_ray.start(None)
+    assert ray_engine.start(None)
     import ray  # after start(), which sets what Ray reads on import
 
     try:

@@ -25,7 +25,8 @@ from protos.vggserve.v1 import classifier_pb2 as pb
 from protos.vggserve.v1 import classifier_pb2_grpc as pb_grpc
 from tests.helpers import encode, rows_written, wait_for
 from tests.service.helpers import RunningServer, settings_for
-from vggclient.batch import FIELDS, main
+from vggclient.batch.cli import main
+from vggclient.batch.rows import FIELDS
 
 
 @pytest.fixture(scope="module")

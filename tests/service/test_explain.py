@@ -23,8 +23,8 @@ from model.export import export_model
 from model.train import TrainResult
 from tests.helpers import encode, random_pixels
 from tests.service.helpers import RunningServer, settings_for
-from vggclient import batch
-from vggclient import client as client_cli
+from vggclient.batch import cli as batch_cli
+from vggclient.cli import classify as client_cli
 from vggclient.explain import explain
 
 
@@ -108,7 +108,8 @@ def test_client_and_batch_write_overlays(explain_server: RunningServer, tmp_path
     ]
     rows = tmp_path / "rows.jsonl"
     beside = tmp_path / "beside"
-    assert batch.main([str(photos), "--out", str(rows), "--explain-dir", str(beside), *target]) == 0
+    argv = [str(photos), "--out", str(rows), "--explain-dir", str(beside), *target]
+    assert batch_cli.main(argv) == 0
     assert len([json.loads(line) for line in rows.read_text().splitlines()]) == 3
     overlays = sorted(beside.iterdir())
     assert len(overlays) == 3 and all(p.name.endswith(".overlay.png") for p in overlays)
