@@ -1,4 +1,4 @@
-"""Server memory around a burst of large Explain calls, one run.
+"""Server memory around a burst of large Explain (or Classify) calls, one run.
 
     python -m loadtest.explain_memory MODEL_DIR [--calls 8] [--size 4000x3000]
         [--env MALLOC_ARENA_MAX=2] [-- SERVER FLAGS...]
@@ -63,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--settle", type=float, default=5.0, help="seconds before the last read")
     p.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
     p.add_argument("--bursts", type=int, default=1, help="bursts, one after another")
+    p.add_argument(
+        "--classify",
+        action="store_true",
+        help="burst Classify calls of the same image instead (what decoding alone keeps)",
+    )
     argv = sys.argv[1:] if argv is None else argv
     split = argv.index("--") if "--" in argv else len(argv)
     args = p.parse_args(argv[:split])
@@ -89,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 
             def one(_: int) -> str:
                 try:
+                    if args.classify:
+                        client.classify(image)
+                        return "OK classified"
                     answer = explain(client, image)
                 except grpc.RpcError as exc:
                     return f"{exc.code().name}: {exc.details()[:120]}"
@@ -113,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "image": f"{width}x{height} noisy JPEG, {len(image)} B",
                 "calls": args.calls,
+                "method": "Classify" if args.classify else "Explain",
                 "env": env,
                 "server_args": args.server_args,
                 "outcomes": dict(outcomes),
