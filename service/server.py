@@ -66,6 +66,8 @@ def core_options(settings: Settings) -> CoreOptions:
         max_image_bytes=settings.max_message_bytes,
         max_image_pixels=settings.max_image_pixels,
         max_answer_bytes=settings.max_message_bytes,
+        explain_max_pixels=settings.explain_max_pixels,
+        explain_max_concurrent=settings.explain_max_concurrent,
         poll_interval_s=settings.poll_interval_s,
     )
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import TypeVar
 
-from service.core import admission, images
+from service.core import admission, explain_limits, images
 from service.core.context import RequestContext
 from service.core.errors import (
     InvalidImage,
@@ -27,6 +27,7 @@ from service.core.errors import (
     ServiceError,
     VersionNotFound,
 )
+from service.core.explain_limits import ExplainGate, ExplainLimits
 from service.core.images import EncodedImage, ImageInput, Limits
 from service.core.metrics import Metrics
 from service.core.options import CoreOptions
@@ -63,6 +64,11 @@ class Core:
         self.options = options
         self.metrics = metrics or Metrics()
         self.limits = Limits(options.max_image_bytes, options.max_image_pixels, options.max_queue)
+        self.explain_limits = ExplainLimits(
+            options.explain_max_pixels, options.max_answer_bytes, options.explain_max_concurrent
+        )
+        # Images explained at once, every protocol together (explain_limits).
+        self.explain_gate = ExplainGate(options.explain_max_concurrent)
         self._repository = ModelRepository(options, self.metrics)
         self._watcher = VersionWatcher(self._repository, options, self.metrics)
         self._watch: asyncio.Task[None] | None = None
@@ -208,10 +214,15 @@ class Core:
     async def explain(
         self, ctx: RequestContext, raw: RawImage, class_index: int | None = None
     ) -> tuple[Prediction, Explanation]:
-        """Grad-CAM of one encoded image through its version's Explain batcher."""
+        """Grad-CAM of one encoded image through its version's Explain batcher.
+
+        Explain's own limits (service.core.explain_limits) come before any
+        work: pixels, the answer's size, a place among the images explained
+        at once.
+        """
         served = self._served_counted(ctx, 1)
         with self._counted(ctx.protocol):
-            return await self._explain(served, raw, class_index, ctx.deadline)
+            return await self._explain(served, raw, class_index, ctx)
 
     async def explain_all(
         self, ctx: RequestContext, raws: Sequence[RawImage], class_indices: Sequence[int | None]
@@ -227,11 +238,24 @@ class Core:
         ) -> tuple[Prediction, Explanation] | ServiceError:
             try:
                 with self._counted(ctx.protocol):
-                    return await self._explain(served, raw, wanted, ctx.deadline)
+                    return await self._explain(served, raw, wanted, ctx, admitted=True)
             except ServiceError as exc:
                 return exc
 
-        return _whole(await asyncio.gather(*map(one, raws, class_indices)))
+        try:  # the whole answer's size and the places, before any image's work
+            if served.model.can_explain:
+                explain_limits.check_request(
+                    raws, self._validate, served.model.preprocess, self.explain_limits, ctx.protocol
+                )
+            self.explain_gate.acquire(len(raws))
+        except ServiceError as exc:
+            for _ in raws:
+                self.metrics.record_image(ctx.protocol, exc.code)
+            raise
+        try:
+            return _whole(await asyncio.gather(*map(one, raws, class_indices)))
+        finally:
+            self.explain_gate.release(len(raws))
 
     def check(self, ctx: RequestContext) -> None:
         """NOT_FOUND (or UNAVAILABLE) unless the model and version `ctx` asks for are
@@ -293,15 +317,25 @@ class Core:
         return Prediction(probabilities, model.labels, self._repository.name, model.version)
 
     async def _explain(
-        self, served: ServedVersion, raw: RawImage, class_index: int | None, deadline: float | None
+        self,
+        served: ServedVersion,
+        raw: RawImage,
+        class_index: int | None,
+        ctx: RequestContext,
+        admitted: bool = False,
     ) -> tuple[Prediction, Explanation]:
+        """`admitted`: the caller holds this image's place in `explain_gate`."""
         if isinstance(raw, Pixels):
             raise InvalidImage(
                 "Explain takes encoded image bytes (JPEG/PNG/BMP/GIF), not raw pixels"
             )
         image = self._validate(raw)
         assert isinstance(image, EncodedImage)
-        return await self._repository.explain(served, image, class_index, deadline)
+        model = served.model
+        if model.can_explain:  # else the repository says why it cannot
+            explain_limits.check(image, model.preprocess, self.explain_limits, ctx.protocol)
+        with nullcontext() if admitted else self.explain_gate.admit():
+            return await self._repository.explain(served, image, class_index, ctx.deadline)
 
     @contextmanager
     def _counted(self, protocol: str) -> Iterator[None]:

@@ -31,6 +31,9 @@ class CoreOptions:
         max_image_bytes: largest encoded image.
         max_image_pixels: largest width x height, checked from the header.
         max_answer_bytes: largest answer a protocol can carry (its message limit).
+        explain_max_pixels: largest width x height Explain takes (before any work).
+        explain_max_concurrent: images explained at once, all protocols together;
+            beyond: RESOURCE_EXHAUSTED at once (service.core.explain_limits).
         poll_interval_s: seconds between looks at the model folder (0: never).
     """
 
@@ -45,11 +48,20 @@ class CoreOptions:
     max_image_bytes: int = 16 * 1024 * 1024
     max_image_pixels: int = 36_000_000
     max_answer_bytes: int = 16 * 1024 * 1024
+    explain_max_pixels: int = 16_777_216
+    explain_max_concurrent: int = 4
     poll_interval_s: float = 0.0
 
     def __post_init__(self) -> None:
         VersionPolicy.parse(self.versions)  # ValueError naming what is allowed
-        for name in ("max_batch_size", "max_queue", "model_workers", "max_image_bytes"):
+        for name in (
+            "max_batch_size",
+            "max_queue",
+            "model_workers",
+            "max_image_bytes",
+            "explain_max_pixels",
+            "explain_max_concurrent",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_image_pixels < 1 or self.max_answer_bytes < 1:
