@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import replace
@@ -190,3 +191,20 @@ def run_probe(*args: str) -> dict[str, Any]:
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
     return result
+
+
+def post_json(server: RunningServer, path: str, body: object) -> tuple[int, dict[str, Any]]:
+    """POSTs `body` as JSON to the server's REST port; (status, JSON answer), errors included."""
+    request = urllib.request.Request(
+        f"{server.rest_url}{path}", data=json.dumps(body).encode(), method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def model_calls(server: RunningServer) -> float:
+    """vggserve_model_calls_total: model calls that served requests."""
+    return scrape(server, "vggserve_model_calls_total")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import encode, in_process, random_pixels, truncated
-from tests.service.helpers import RunningServer, settings_for
+from tests.service.helpers import RunningServer, model_calls, settings_for
 from vggclient.client import Classification, ImageError
 
 
@@ -23,13 +22,6 @@ def batching_server(model_dir: Path) -> Iterator[RunningServer]:
     running.load()
     yield running
     running.stop()
-
-
-def model_calls(server: RunningServer) -> float:
-    text = server.metrics()
-    match = re.search(r"^vggserve_model_calls_total ([\d.e+]+)$", text, re.M)
-    assert match, "vggserve_model_calls_total is not exported"
-    return float(match.group(1))
 
 
 def test_a_bad_image_costs_its_batch_mates_one_extra_model_call(

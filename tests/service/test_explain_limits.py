@@ -32,10 +32,9 @@ from model.train import TrainResult
 from service.core import explain_limits
 from service.core.errors import InvalidRequest, QueueFull
 from service.core.explain_limits import ExplainGate
-from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer, settings_for
-from tests.service.test_bad_images import model_calls
-from tests.service.test_explain import post
+from tests.helpers import encode, random_pixels
+from tests.service.helpers import RunningServer, model_calls, settings_for
+from tests.service.helpers import post_json as post
 from vggclient.explain import explain
 
 MESSAGE_BYTES = 4 * 1024 * 1024
