@@ -120,6 +120,31 @@ class Settings:
         "ended with DEADLINE_EXCEEDED, freeing its slot (0: never)",
         minimum=0,
     )
+    http_keepalive_timeout_s: float = _opt(
+        75.0,
+        "REST port: a connection with no request in progress (none yet, or between "
+        "keep-alive requests) is closed after this many seconds; keep it above a load "
+        "balancer's idle timeout",
+        minimum=0.1,
+    )
+    http_header_timeout_s: float = _opt(
+        20.0,
+        "REST port: a request's line and headers (and a TLS handshake) must arrive within "
+        "this many seconds of its first byte, else 408 and the connection closes (0: no limit)",
+        minimum=0,
+    )
+    http_body_timeout_s: float = _opt(
+        30.0,
+        "REST port: while a request's body is read, a pause longer than this many seconds "
+        "without a byte ends it with 408 and closes the connection (0: no limit)",
+        minimum=0,
+    )
+    http_max_connections: int = _opt(
+        1000,
+        "REST port: most connections open at once; beyond, a new one is answered 503 and "
+        "closed (lowered when the open-file limit, ulimit -n, leaves too few for gRPC)",
+        minimum=1,
+    )
     poll_interval_s: float = _opt(
         2.0,
         "seconds between checks of the model folder for new or removed versions (0: off)",

@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.adapters import http_guard
 from service.adapters.grpc_calls import INTERNAL_MESSAGE, principal_of
 from service.adapters.grpc_limits import RpcLimit
 from service.core import (
@@ -203,13 +204,8 @@ class RestServer:
     async def start(self) -> int:
         """Binds and serves; returns the port. Raises OSError naming the address."""
         await self._runner.setup()
-        site = web.TCPSite(
-            self._runner,
-            self.settings.host,
-            self.settings.rest_port,
-            ssl_context=ssl_context(self.settings),
-            reuse_port=False,
-        )
+        # Timeouts and a connection limit: idle or slow clients cannot hold the port.
+        site = http_guard.site(self._runner, self.settings, ssl_context(self.settings))
         try:
             await site.start()
         except OSError as exc:
