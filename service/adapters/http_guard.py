@@ -249,15 +249,14 @@ class GuardedHandler(web.RequestHandler):
         self._line_bytes: int | None = None  # the request line's length, once known
         self._last_read = 0.0
         self._request: web.BaseRequest | None = None
-        self._previous_body: StreamReader | None = (
-            None  # a body aiohttp may still be reading (lingering)
-        )
+        # The last request's body, which aiohttp may still be reading (lingering).
+        self._previous_body: StreamReader | None = None
         self._timed_out = False
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if not self._guard.admit():
-            # Closed before aiohttp sees it: no task, no parser, no timers.
+            # Closed before aiohttp sees it: no request task, no timers.
             self._refused = True
             assert isinstance(transport, asyncio.WriteTransport)
             transport.write(_raw_response(503, self._guard.refusal))

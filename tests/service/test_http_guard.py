@@ -6,6 +6,7 @@ Every wait is bounded by a socket timeout.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import json
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.slow_clients import hold
 from service.adapters.http_guard import LOG_EVERY_S, ConnectionGuard, connection_capacity
 from service.settings import Settings
 from tests.helpers import wait_for
@@ -132,6 +134,18 @@ def test_a_slow_but_steady_body_is_read_and_a_stalled_one_gets_408(
         assert status == 408 and headers["connection"] == "close"
         assert "--http-body-timeout-s" in json.loads(reply)["error"]
         assert seconds_until_closed(stalled, started) is not None
+
+
+def test_the_attackers_probe_sees_idle_and_trickling_connections_closed(
+    guarded: RunningServer,
+) -> None:
+    port = guarded.server.rest_port or 0
+    idle = asyncio.run(hold("127.0.0.1", port, 20, "idle", wait_s=GIVE_UP_S))
+    assert (idle.opened, idle.still_open) == (20, 0)
+    assert min(idle.closed_after_s) >= KEEPALIVE_S * 0.9
+    trickle = asyncio.run(hold("127.0.0.1", port, 5, "trickle", GIVE_UP_S, interval_s=0.2))
+    assert (trickle.opened, trickle.still_open) == (5, 0)
+    assert trickle.status_lines == {"HTTP/1.1 408 Request Timeout": 5}
 
 
 BAD_REQUESTS = {
