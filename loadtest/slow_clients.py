@@ -208,7 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not Path(args.model_dir).is_dir():
         p.error(f"--model-dir {args.model_dir!r}: no such folder")
-    log = Path(tempfile.mkdtemp(prefix="slow-clients-")) / "server.log"
+    with tempfile.TemporaryDirectory(prefix="slow-clients-") as folder:
+        print(_measure(args, Path(folder) / "server.log"))
+    return 0
+
+
+def _measure(args: argparse.Namespace, log: Path) -> str:
+    """Runs the server and the connections `args` ask for; the report."""
     with _server(args.model_dir, args.nofile, args.server_args, log) as (target, rest, pid):
         log_start = log.stat().st_size
         print(f"server pid {pid}: gRPC {target}, REST {rest}", shlex.join(args.server_args))
@@ -232,8 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         fds = [before, fds_all_open, open_fds(pid)]
         with log.open(errors="replace") as text:
             text.seek(log_start)
-            print(report(held, args.mode, args.wait, fds, watch.answers, text.read()))
-    return 0
+            return report(held, args.mode, args.wait, fds, watch.answers, text.read())
 
 
 if __name__ == "__main__":
