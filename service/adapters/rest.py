@@ -81,6 +81,7 @@ HTTP_STATUS = {
 _CODE_OF_STATUS = {status: code for code, status in HTTP_STATUS.items()} | {
     400: "INVALID_ARGUMENT",  # FAILED_PRECONDITION shares 400; a bare 400 is a bad request
     405: "UNIMPLEMENTED",
+    408: "DEADLINE_EXCEEDED",  # a body that stalled past --http-body-timeout-s
     413: "RESOURCE_EXHAUSTED",
     415: "INVALID_ARGUMENT",
 }
