@@ -1,6 +1,6 @@
 """What callers sending truncated JPEGs cost everyone else's throughput.
 
-    .venv/bin/python scripts/bad_jpeg_bench.py                 # 4 rounds of each, 8 s
+    .venv/bin/python scripts/bad_jpeg_bench.py                 # 6 rounds with, 7 without, 5 s
     .venv/bin/python scripts/bad_jpeg_bench.py --rounds 6 --seconds 10 --bad 2
 
 Starts one server (loadtest.serverproc.local_server) on --model-dir, then
@@ -12,8 +12,10 @@ compared with the mean of the "alone" rounds on either side of it, so a
 machine whose speed drifts (other work on it) still gives a fair ratio.
 
 Prints one JSON object: per round the good callers' images/s and errors,
-the bad callers' requests/s and error rate, and the model calls per good
-image (vggserve_model_calls_total over the round / good images answered);
+the bad callers' requests/s and error rate, the model calls per good image
+(vggserve_model_calls_total over the round / good images answered) and the
+server's CPU time per good image (bad requests' cost included: on a shared
+machine it varies less than throughput does);
 then the ratio (good rate with bad callers / without) per round, its median
 and spread. A fair share for 2 bad callers among 34 is 32/34 = 0.94.
 """
@@ -39,6 +41,7 @@ import grpc
 
 from loadtest import corpus
 from loadtest.callers import OPTIONS, TIMEOUT_S
+from loadtest.closed_loop import process_cpu_seconds
 from loadtest.serverproc import local_server
 from protos.vggserve.v1 import classifier_pb2 as pb
 from protos.vggserve.v1 import classifier_pb2_grpc as pb_grpc
@@ -102,7 +105,9 @@ async def bad_caller(
         i += 1
 
 
-async def measure(args: argparse.Namespace, target: str, rest_url: str) -> dict[str, Any]:
+async def measure(
+    args: argparse.Namespace, target: str, rest_url: str, server_pid: int
+) -> dict[str, Any]:
     images = corpus.fixed(64, args.size)
     good_requests = [pb.ClassifyRequest(image=pb.Image(encoded=d), top_k=5) for d in images]
     bad_requests = [
@@ -132,11 +137,13 @@ async def measure(args: argparse.Namespace, target: str, rest_url: str) -> dict[
             await asyncio.sleep(args.settle)
             tally[0] = Tally()
             calls = model_calls(rest_url)
+            cpu = process_cpu_seconds(server_pid)
             started = time.perf_counter()
             await asyncio.sleep(args.seconds)
             seconds = time.perf_counter() - started
             done, tally[0] = tally[0], Tally()
             calls = model_calls(rest_url) - calls
+            cpu = process_cpu_seconds(server_pid) - cpu
             for task in bad:
                 task.cancel()
             await asyncio.gather(*bad, return_exceptions=True)
@@ -146,6 +153,10 @@ async def measure(args: argparse.Namespace, target: str, rest_url: str) -> dict[
                     "good_images_per_s": round(done.good / seconds, 1),
                     "good_errors": done.good_errors,
                     "model_calls_per_good_image": round(calls / done.good, 4)
+                    if done.good
+                    else None,
+                    # The server's CPU time (bad requests' included) per good image.
+                    "server_cpu_ms_per_good_image": round(1000 * cpu / done.good, 3)
                     if done.good
                     else None,
                     "bad_requests_per_s": round(done.bad / seconds, 1),
@@ -177,6 +188,10 @@ async def measure(args: argparse.Namespace, target: str, rest_url: str) -> dict[
         "fair_share": round(args.good / (args.good + args.bad), 3),
         "model_calls_per_good_image_alone": _median(alone_rounds, "model_calls_per_good_image"),
         "model_calls_per_good_image_with_bad": _median(with_rounds, "model_calls_per_good_image"),
+        "server_cpu_ms_per_good_image_alone": _median(alone_rounds, "server_cpu_ms_per_good_image"),
+        "server_cpu_ms_per_good_image_with_bad": _median(
+            with_rounds, "server_cpu_ms_per_good_image"
+        ),
         "bad_error_rate": _median(with_rounds, "bad_error_rate"),
         "bad_requests_per_s": _median(with_rounds, "bad_requests_per_s"),
         "good_errors": sum(r["good_errors"] for r in rounds),
@@ -198,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-dir", default=MODEL_DIR, help="the served model's folder")
     p.add_argument("--good", type=int, default=32, help="callers sending valid JPEGs")
     p.add_argument("--bad", type=int, default=2, help="callers sending truncated JPEGs")
-    p.add_argument("--rounds", type=int, default=4, help="rounds with bad callers")
-    p.add_argument("--seconds", type=float, default=8.0, help="measured seconds per round")
+    p.add_argument("--rounds", type=int, default=6, help="rounds with bad callers")
+    p.add_argument("--seconds", type=float, default=5.0, help="measured seconds per round")
     p.add_argument("--settle", type=float, default=1.0, help="unmeasured seconds per round")
     p.add_argument("--warmup", type=float, default=3.0, help="seconds before the first round")
     p.add_argument("--size", type=int, default=128, help="side of the corpus's JPEGs")
@@ -212,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--rounds, --good and --bad must be at least 1")
     with local_server(args.model_dir, args.server_arg, log_path=args.server_log) as child:
         assert child.rest_url is not None
-        result = asyncio.run(measure(args, child.target, child.rest_url))
+        result = asyncio.run(measure(args, child.target, child.rest_url, child.process.pid))
     print(json.dumps(result, indent=1))
     return 0
 

@@ -154,6 +154,10 @@ def _skip_sub_blocks(data: bytes, position: int) -> int:
     return end
 
 
+# The whole IEND chunk: empty, so its length and CRC never vary.
+_IEND = b"\0\0\0\0IEND\xaeB`\x82"
+
+
 def ends_early(data: bytes) -> bool:
     """Whether a JPEG or PNG file looks cut short: it lacks its end marker.
 
@@ -161,7 +165,9 @@ def ends_early(data: bytes) -> bool:
     with a whole IEND chunk (its CRC included). Neither marker can occur in a
     complete JPEG's image data (its entropy-coded bytes escape every FF), and
     bytes after them (trailing garbage) are ignored by the decoders and here.
-    `rfind` from the end costs under a microsecond on a complete file.
+    A file that ends with its marker is answered from its last bytes (well
+    under a microsecond); others cost a walk to the frame and a scan back to
+    it (10 us for 2.5 kB, 130 us for 50 kB cut from 128x128 and 640x640 JPEGs).
 
     Only a hint, which the runtime confirms with TensorFlow's decoder before
     refusing anything: TensorFlow refuses nearly every file it flags (all of
@@ -171,12 +177,16 @@ def ends_early(data: bytes) -> bool:
     corrupt byte) leaves the marker in place.
     """
     if data[:3] == b"\xff\xd8\xff":
+        if data.endswith(b"\xff\xd9"):  # the frame comes before: read() found it
+            return False
         try:
             frame, _, _ = _jpeg_frame(data)
         except HeaderError:
             return False
         return data.rfind(b"\xff\xd9", frame) < 0
     if data[:8] == b"\x89PNG\r\n\x1a\n":
+        if data.endswith(_IEND):
+            return False
         end = data.rfind(b"IEND", 33)  # after the signature and the IHDR chunk
         return end < 0 or end + 8 > len(data)  # the tag, then its 4-byte CRC
     return False
