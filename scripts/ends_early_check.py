@@ -8,11 +8,13 @@ damages each: cut at every one of its last 40 bytes and 60 random places,
 trailing garbage or zeros, cut then garbage, cut then an end marker, 40 single
 byte changes and 20 deletions. For each variant it asks TensorFlow's decoder
 (model.preprocessing.decode, as the server runs it) and the hint, and prints
-one JSON object: how many variants each accepts or refuses, the variants the
-hint flags that TensorFlow decodes (each costs the server one wasted decode
-alone; none is refused because of the hint) and the cut files that pass the
-header check and TensorFlow refuses but the hint misses (those still fail
-their batch, and cost it a second model call).
+one JSON object: how many variants each accepts or refuses, how often the
+runtime's confirmation of a flagged file (the decoder op alone) disagrees
+with decode(), the variants the hint flags that TensorFlow decodes (each
+costs the server one wasted decode alone; none is refused because of the
+hint) and the cut files that pass the header check and TensorFlow refuses
+but the hint misses (those still fail their batch, and cost it a second
+model call).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from PIL import Image
 from model.data import synthetic
 from model.preprocessing import decode
 from service.core import headers
+from service.core.runtime import _decoder_refuses
 
 SIZES = ((16, 16), (64, 64), (128, 128), (96, 200))
 
@@ -113,6 +116,7 @@ def main() -> int:
     r = random.Random(0)
     counts = {"variants": 0, "tensorflow_decodes": 0, "tensorflow_refuses": 0, "flagged": 0}
     counts |= {"flagged_and_refused": 0, "refused_after_header_check": 0, "cuts_refused": 0}
+    counts["confirmation_disagrees"] = 0  # the runtime's check of a flagged file vs decode()
     wrongly_flagged: list[str] = []
     missed_cuts: list[str] = []
     made = files()
@@ -125,6 +129,8 @@ def main() -> int:
             counts["tensorflow_decodes" if decodes else "tensorflow_refuses"] += 1
             counts["flagged"] += flagged
             counts["flagged_and_refused"] += flagged and not decodes
+            if flagged:
+                counts["confirmation_disagrees"] += decodes != (_decoder_refuses(variant) is None)
             if flagged and decodes:
                 wrongly_flagged.append(f"{name}: {kind}")
             if not decodes and passes_header(variant):
