@@ -226,6 +226,7 @@ def train(options: TrainOptions) -> TrainResult:
         preprocess = transfer.preprocess_config(*config.input_size)
     else:
         preprocess = PreprocessConfig(height=config.input_size[0], width=config.input_size[1])
+    preprocess = replace(preprocess, overlay_max_side=options.overlay_max_side or None)
     train_set, val_set, stats = load_data(options, preprocess)
     plan = make_plan(options, train_set, role.replicas if role else 1)
     cache, plan.reasons["cache"] = cache_for(
