@@ -35,6 +35,9 @@ class EncodedImage:
     format: str
     height: int
     width: int
+    # The file lacks its end marker (headers.ends_early): most likely cut
+    # short. The runtime decodes such an image alone before it joins a batch.
+    ends_early: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +66,7 @@ def encoded(data: bytes, limits: Limits) -> EncodedImage:
     if fmt == "GIF":
         _check_gif(data, width, height, held, limits)
     _check_size(height, width, limits)
-    return EncodedImage(data, fmt, height, width)
+    return EncodedImage(data, fmt, height, width, headers.ends_early(data))
 
 
 def pixels(data: bytes, height: int, width: int, channels: int, limits: Limits) -> PixelImage:

@@ -75,6 +75,8 @@ def test_old_version_classifies_but_refuses_to_explain(explain_server: RunningSe
     "kwargs, fragment",
     [
         ({"image": b"not an image"}, "not a JPEG, PNG, BMP or GIF file"),
+        # Cut short: refused by the decoder alone, before the gradcam call.
+        ({"image": encode(random_pixels(16, 16), "JPEG")[:300]}, "Invalid JPEG data"),
         ({"image": random_pixels(16, 16)}, "not raw pixels"),
         ({"class_index": 12}, "class_index 12 is out of range"),
     ],

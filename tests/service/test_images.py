@@ -82,3 +82,43 @@ def test_progressive_jpeg_and_exif_segments_are_skipped_to_the_frame() -> None:
 def test_truncated_headers_are_errors(data: bytes) -> None:
     with pytest.raises(headers.HeaderError):
         headers.read(data)
+
+
+def _exif_jpeg_with_thumbnail() -> bytes:
+    """A progressive JPEG whose APP1 segment holds a whole JPEG (an EXIF thumbnail's way)."""
+    thumbnail = encode(random_pixels(8, 8), "JPEG")
+    main = io.BytesIO()
+    Image.fromarray(random_pixels(48, 40)).save(main, format="JPEG", progressive=True)
+    app1 = b"Exif\0\0" + thumbnail  # its end marker comes before the main frame
+    data = main.getvalue()
+    return data[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + data[2:]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        encode(random_pixels(40, 48), "JPEG"),
+        encode(random_pixels(40, 48), "JPEG", "L"),
+        _exif_jpeg_with_thumbnail(),
+        encode(random_pixels(40, 48), "PNG"),
+        encode(random_pixels(40, 48), "PNG", "P"),
+    ],
+    ids=["jpeg", "jpeg-grey", "jpeg-progressive-exif-thumbnail", "png", "png-palette"],
+)
+def test_files_cut_short_are_flagged_and_whole_ones_are_not(data: bytes) -> None:
+    assert not headers.ends_early(data)
+    assert not headers.ends_early(data + b"trailing garbage \xff")  # decoders ignore it
+    frame_end = 40 if data.startswith(b"\x89PNG") else data.rindex(b"\xff\xda")
+    # Up to the end marker (PNG: IEND's 12 bytes), where garbage could pass for its tail.
+    for cut in range(frame_end, len(data) - 12, 7):
+        assert headers.ends_early(data[:cut]), cut
+        assert headers.ends_early(data[:cut] + b"trailing garbage"), cut
+    assert all(headers.ends_early(data[:cut]) for cut in range(len(data) - 12, len(data)))
+    header = headers.read(data[: len(data) // 2])  # the header check alone passes them
+    assert header.format in ("JPEG", "PNG")
+
+
+@pytest.mark.parametrize("fmt", ["GIF", "BMP"])
+def test_other_formats_are_never_flagged(fmt: str) -> None:
+    data = encode(random_pixels(20, 20), fmt)
+    assert not headers.ends_early(data) and not headers.ends_early(data[: len(data) // 2])
