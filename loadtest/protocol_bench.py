@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m loadtest.protocol_bench`: the protocol rounds alone, on a server of their own."""
     import argparse
     import json
+    import os
     import sys
     import tempfile
     from pathlib import Path
@@ -200,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", type=float, default=2.0, help="seconds per measuring window")
     p.add_argument("--max-seconds", type=float, default=10.0, help="cap per run")
     p.add_argument("--results", default="results/bench")
+    p.add_argument(
+        "--server-source",
+        default="",
+        help="run the server from this checkout (put first on PYTHONPATH), e.g. the previous "
+        "commit in a git worktree: the same client and harness measure both, in one sitting",
+    )
     args = p.parse_args(argv)
     try:
         protocols = parse(args.protocols)
@@ -219,7 +226,15 @@ def main(argv: list[str] | None = None) -> int:
         for i, data in enumerate(images):
             (corpus_dir / f"{i:03d}.jpg").write_bytes(data)
         server_args = ["--max-batch-size", "32", "--batch-timeout-ms", "2"]
-        with local_server(model_dir, server_args, log_path=results / "server.log") as child:
+        env = None
+        if args.server_source:
+            # PYTHONSAFEPATH: the server's working folder (this checkout) must not come first.
+            source = str(Path(args.server_source).resolve())
+            path = os.pathsep.join(filter(None, [source, os.environ.get("PYTHONPATH", "")]))
+            env = {"PYTHONPATH": path, "PYTHONSAFEPATH": "1"}
+        with local_server(
+            model_dir, server_args, log_path=results / "server.log", env=env
+        ) as child:
             measure = runner.protocol_measure(
                 child, corpus_dir, model_dir.name, window=args.window, max_seconds=args.max_seconds
             )
