@@ -15,8 +15,13 @@ plan, learning-rate schedule and early stopping as `model.fitting`:
   image is decoded twice.
 - Validation runs on every worker and the figures are averaged across
   workers, so every worker takes the same early-stopping decision.
-- A worker that dies makes the others fail within --collective-timeout
-  seconds (a collective that cannot complete) instead of hanging.
+- A worker that dies makes the others fail (TensorFlow's heartbeats notice
+  within seconds); a step that waits longer than --collective-timeout seconds
+  on a worker that is alive but stuck fails too (`model.step_watchdog`: one
+  thread for the run, not TensorFlow's thread per collective op).
+- A run that ends well ends on every worker at once (`leave_together`): a
+  worker that left first would look crashed to the chief's coordination
+  service, which logs "tasks have crashed" while the chief still exports.
 
 The strategy must exist before any other TensorFlow op: `strategy()` is the
 first thing `model.train` does with --distributed.
@@ -32,15 +37,18 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.eager import context  # collective abort and barrier: no public API
 
 from model.cli import TrainOptions
 from model.data import ImageSet
 from model.fitting import BestWeights, Throughput, batches, training_batches
 from model.plan import Plan
+from model.step_watchdog import StepWatchdog
 
 log = logging.getLogger("model.train")
 
@@ -94,13 +102,17 @@ def tf_config_from_env(env: dict[str, str]) -> str | None:
     return json.dumps({"cluster": {"worker": hosts}, "task": task})
 
 
-def strategy(timeout_s: float) -> tf.distribute.MultiWorkerMirroredStrategy:
-    """The strategy for TF_CONFIG's cluster; collectives give up after `timeout_s`."""
+def strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
+    """The strategy for TF_CONFIG's cluster.
+
+    No `CommunicationOptions(timeout_seconds=...)`: TensorFlow starts one
+    sleeping thread per collective op for that timeout, thousands a minute
+    (see `model.step_watchdog`, which bounds each step instead).
+    """
     built = tf_config_from_env(dict(os.environ))
     if built is not None:
         os.environ["TF_CONFIG"] = built
-    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_s)
-    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    return tf.distribute.MultiWorkerMirroredStrategy()
 
 
 def role_of(strat: tf.distribute.Strategy) -> Role:
@@ -133,18 +145,58 @@ def fit(
     """`model.fitting.fit_phase`'s job under `strat`; `model` was built in its scope.
 
     Raises:
-        WorkerLost: a collective failed (a peer died or timed out).
+        WorkerLost: a collective failed (a peer died, or a step outlasted
+            --collective-timeout).
     """
+    watchdog = StepWatchdog(options.collective_timeout, _abort_collectives)
     try:
-        return _fit(model, plan, train_set, val_set, options, throughput, strat, role)
+        with watchdog:
+            return _fit(model, plan, train_set, val_set, options, throughput, strat, role, watchdog)
     except PEER_ERRORS as exc:
         log.error("a collective failed: %s", exc.message)  # TensorFlow's whole account
         raise WorkerLost(
             f"worker {role.index} of {role.workers}: training stopped because another worker "
-            f"died or stopped answering ({_reason(exc, role.index)}); restart every "
-            f"worker to train again (a step waits at most --collective-timeout "
+            f"died or stopped answering ({watchdog.fired or _reason(exc, role.index)}); "
+            f"restart every worker to train again (a step waits at most --collective-timeout "
             f"{options.collective_timeout:g} s)"
         ) from exc
+
+
+def _abort_collectives(message: str) -> None:
+    """Fails every collective this process waits on (and any later one)."""
+    context.context().abort_collective_ops(tf.errors.DEADLINE_EXCEEDED, message)
+
+
+def leave_together(role: Role, timeout_s: float) -> None:
+    """Returns once every worker has called it (or after `timeout_s`, with a warning).
+
+    The chief hosts the coordination service. A worker whose process ends
+    while the chief still evaluates and exports stops sending heartbeats, and
+    the service logs it as crashed ("tasks have crashed") although the run
+    went well; a last barrier makes every worker end its run together.
+    """
+    if role.workers < 2:
+        return
+    try:
+        context.context().wait_at_barrier("vggserve-run-end", int(timeout_s * 1000))
+    except tf.errors.OpError as exc:
+        log.warning(
+            "worker %d of %d: the other workers did not reach the end of the run within %g s: %s",
+            role.index,
+            role.workers,
+            timeout_s,
+            " ".join((exc.message or type(exc).__name__).split())[:300],
+        )
+
+
+def threads_now() -> int:
+    """This process's thread count (Linux's /proc; 0 where there is none)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return 0
+    found = re.search(r"^Threads:\s+(\d+)", status, re.M)
+    return int(found.group(1)) if found else 0
 
 
 def _reason(exc: tf.errors.OpError, own_index: int) -> str:
@@ -176,6 +228,7 @@ def _fit(
     throughput: Throughput,
     strat: tf.distribute.Strategy,
     role: Role,
+    watchdog: StepWatchdog,
 ) -> tuple[dict[str, list[float]], BestWeights]:
     global_batch = plan.batch_size * role.replicas
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -240,14 +293,16 @@ def _fit(
         started = time.perf_counter()
         loss_sum = correct_sum = 0.0
         for _ in range(plan.steps_per_epoch):
-            loss, correct = train_step(batches_in)
-            loss_sum += float(loss)
-            correct_sum += float(correct)
+            with watchdog.step("a training step"):
+                loss, correct = train_step(batches_in)
+                loss_sum += float(loss)  # waits for the step (and its collectives) to end
+                correct_sum += float(correct)
         seconds = time.perf_counter() - started
         throughput.seconds += seconds
         throughput.epochs += 1
         val_loss, val_accuracy = _evaluate(predict, val_batches)
-        figures = agree(tf.constant([val_loss, val_accuracy], tf.float32)).numpy()
+        with watchdog.step("averaging the validation figures"):
+            figures = agree(tf.constant([val_loss, val_accuracy], tf.float32)).numpy()
         logs = {
             "loss": loss_sum / plan.steps_per_epoch,
             "accuracy": correct_sum / (plan.steps_per_epoch * global_batch),
@@ -258,7 +313,7 @@ def _fit(
             history.setdefault(name, []).append(value)
         log.info(
             "epoch %d/%d: loss %.4f, accuracy %.4f, validation accuracy %.4f; %.0f images/s "
-            "(global batch %d, %d replicas)",
+            "(global batch %d, %d replicas); %d threads",
             epoch + 1,
             plan.epochs,
             logs["loss"],
@@ -267,6 +322,7 @@ def _fit(
             plan.steps_per_epoch * global_batch / seconds,
             global_batch,
             role.replicas,
+            threads_now(),  # flat from epoch to epoch; tests/model/test_distributed.py checks
         )
         best.on_epoch_end(epoch, logs)
         if model.stop_training:

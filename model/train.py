@@ -214,7 +214,7 @@ def train(options: TrainOptions) -> TrainResult:
     """
     started = time.perf_counter()
     # The strategy comes before any other TensorFlow op (it configures the runtime).
-    strategy = distributed.strategy(options.collective_timeout) if options.distributed else None
+    strategy = distributed.strategy() if options.distributed else None
     role = distributed.role_of(strategy) if strategy else None
     keras.utils.set_random_seed(options.seed)
     size = (options.input_size, options.input_size) if options.input_size else None
@@ -304,71 +304,76 @@ def train(options: TrainOptions) -> TrainResult:
         digest = distributed.weights_digest(model)
         log.info("worker %d of %d: weights %s", role.index, role.workers, digest)
         if not role.chief:
+            distributed.leave_together(role, options.collective_timeout)
             return TrainResult(None, None, model, digest)
-    evaluation = Evaluation.of(val_set.labels, _predict(model, val_set), val_set.class_names)
-    train_sample = train_set.subset(
-        np.random.default_rng(options.seed).permutation(len(train_set))[:TRAIN_EVAL_IMAGES]
-    )
-    train_accuracy = float(np.mean(_predict(model, train_sample) == train_sample.labels))
-    counts = val_set.counts()
-    chance = float(counts.max() / counts.sum())
-    warnings = diagnose(
-        evaluation.accuracy, train_accuracy, chance, train_set.counts(), len(val_set)
-    )
-    if train_set.skipped:
-        warnings.append(
-            f"{len(train_set.skipped)} file(s) did not decode and were left out (the log names "
-            f"each with its reason; report/metrics.json lists them): {train_set.skipped[0]}"
-            + (", ..." if len(train_set.skipped) > 1 else "")
+    try:
+        evaluation = Evaluation.of(val_set.labels, _predict(model, val_set), val_set.class_names)
+        train_sample = train_set.subset(
+            np.random.default_rng(options.seed).permutation(len(train_set))[:TRAIN_EVAL_IMAGES]
         )
-    for phase in phase_reports:
-        if _still_improving(phase):
+        train_accuracy = float(np.mean(_predict(model, train_sample) == train_sample.labels))
+        counts = val_set.counts()
+        chance = float(counts.max() / counts.sum())
+        warnings = diagnose(
+            evaluation.accuracy, train_accuracy, chance, train_set.counts(), len(val_set)
+        )
+        if train_set.skipped:
             warnings.append(
-                f"phase {phase['name']} was still improving when its {phase['epochs']} epochs "
-                "ran out; more --epochs may help"
+                f"{len(train_set.skipped)} file(s) did not decode and were left out (the log names "
+                f"each with its reason; report/metrics.json lists them): {train_set.skipped[0]}"
+                + (", ..." if len(train_set.skipped) > 1 else "")
             )
-    report = TrainingReport(
-        evaluation=evaluation,
-        train_accuracy=train_accuracy,
-        chance=chance,
-        warnings=warnings,
-        plan={**plan.to_dict(), "phases": phase_reports},
-        history=history,
-        class_names=val_set.class_names,
-        settings={**asdict(options), "model": model_settings},
-        wall_time_s=0.0,
-        train_images_per_s=throughput.images_per_s,
-        device=device.describe(),
-        epochs_run=len(history.get("loss", [])),
-        best_epoch=int(phase_reports[-1]["best_epoch"]),
-        extra={
-            **({"workers": role.workers, "replicas": role.replicas} if role else {}),
-            "skipped_files": train_set.skipped,
-            "train_images": len(train_set),
-            "validation_images": len(val_set),
-        },
-    )
-    for warning in warnings:
-        log.warning("%s", warning)
-    if options.min_accuracy is not None and evaluation.accuracy < options.min_accuracy:
-        raise BelowMinAccuracy(
-            f"validation accuracy {evaluation.accuracy:.2%} is below --min-accuracy "
-            f"{options.min_accuracy:.2%}; nothing was exported"
+        for phase in phase_reports:
+            if _still_improving(phase):
+                warnings.append(
+                    f"phase {phase['name']} was still improving when its {phase['epochs']} epochs "
+                    "ran out; more --epochs may help"
+                )
+        report = TrainingReport(
+            evaluation=evaluation,
+            train_accuracy=train_accuracy,
+            chance=chance,
+            warnings=warnings,
+            plan={**plan.to_dict(), "phases": phase_reports},
+            history=history,
+            class_names=val_set.class_names,
+            settings={**asdict(options), "model": model_settings},
+            wall_time_s=0.0,
+            train_images_per_s=throughput.images_per_s,
+            device=device.describe(),
+            epochs_run=len(history.get("loss", [])),
+            best_epoch=int(phase_reports[-1]["best_epoch"]),
+            extra={
+                **({"workers": role.workers, "replicas": role.replicas} if role else {}),
+                "skipped_files": train_set.skipped,
+                "train_images": len(train_set),
+                "validation_images": len(val_set),
+            },
         )
+        for warning in warnings:
+            log.warning("%s", warning)
+        if options.min_accuracy is not None and evaluation.accuracy < options.min_accuracy:
+            raise BelowMinAccuracy(
+                f"validation accuracy {evaluation.accuracy:.2%} is below --min-accuracy "
+                f"{options.min_accuracy:.2%}; nothing was exported"
+            )
 
-    def write_report(staging: Path) -> None:
-        report.wall_time_s = time.perf_counter() - started
-        report.write(staging / layout.REPORT)
+        def write_report(staging: Path) -> None:
+            report.wall_time_s = time.perf_counter() - started
+            report.write(staging / layout.REPORT)
 
-    version_dir = export_model(
-        model,
-        preprocess,
-        val_set.class_names,
-        Path(options.output) / options.name,
-        version=options.version,
-        extra=write_report,
-    )
-    return TrainResult(version_dir, report, model, digest)
+        version_dir = export_model(
+            model,
+            preprocess,
+            val_set.class_names,
+            Path(options.output) / options.name,
+            version=options.version,
+            extra=write_report,
+        )
+        return TrainResult(version_dir, report, model, digest)
+    finally:
+        if role is not None:
+            distributed.leave_together(role, options.collective_timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
