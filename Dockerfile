@@ -35,6 +35,7 @@ COPY pyproject.toml README.md ./
 COPY model/ model/
 COPY service/ service/
 COPY vggclient/ vggclient/
+COPY vggcommon/ vggcommon/
 COPY protos/ protos/
 COPY loadtest/ loadtest/
 ENV PYTHONPATH=/app

@@ -32,7 +32,7 @@ test: lint
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy model service vggclient loadtest
+	$(VENV)/bin/mypy model service vggclient vggcommon loadtest
 
 ## Regenerate the gRPC Python code from protos/ (the one way it is made).
 protos: $(STAMP)

@@ -11,7 +11,9 @@ Measures on this machine, with the same SavedModel and the same images:
    three agree within 10%; plus the batch-job paths (ClassifyBatch,
    ClassifyStream);
 3. every protocol against native Classify on the same server, at
-   concurrency 32 and 1, in rounds (loadtest.protocol_bench; `--protocols`);
+   concurrency 32 and 1, in rounds, and each protocol's per-call overhead
+   (p50 at concurrency 1 minus an in-process single-image call)
+   (loadtest.protocol_bench; `--protocols`);
 4. batching off vs on at the highest concurrency;
 5. serving overhead: a model with negligible compute against a bare grpc.aio
    server that answers a constant, with the same client.
@@ -27,89 +29,16 @@ import argparse
 import functools
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from loadtest import corpus, protocol_bench
-from loadtest.serverproc import Child, bare_server, local_server
+from loadtest import corpus, inprocess, protocol_bench, runner
+from loadtest.callers import PROTOCOLS
+from loadtest.serverproc import bare_server, local_server
 
 LEVELS = (1, 2, 4, 8, 16, 32, 64)
-PROTOCOL_LEVEL = 32  # the concurrency at which protocols are compared (issue 11)
-
-
-def closed_loop(
-    target: str,
-    corpus_dir: Path,
-    concurrency: int,
-    mode: str = "classify",
-    batch: int = 32,
-    *,
-    window: float,
-    max_seconds: float,
-    protocol: str = "native",
-    child: Child | None = None,
-    model: str = "",
-) -> dict[str, Any]:
-    """One closed-loop run; with `child` (the server), also its REST URL and CPU per image."""
-    extra = ["--protocol", protocol, "--model", model]
-    if child is not None:
-        extra += ["--server-pid", str(child.process.pid), "--rest-url", child.rest_url or ""]
-    command = [
-        sys.executable,
-        "-m",
-        "loadtest.closed_loop",
-        *extra,
-        "--target",
-        target,
-        "--corpus",
-        str(corpus_dir),
-        "--concurrency",
-        str(concurrency),
-        "--mode",
-        mode,
-        "--batch",
-        str(batch),
-        "--max-seconds",
-        str(max_seconds),
-        "--window",
-        str(window),
-        "--warmup",
-        str(window / 2),
-    ]
-    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def in_process(
-    version_dir: Path, images: list[bytes], batch_sizes: list[int], seconds: float
-) -> list[dict[str, Any]]:
-    import tensorflow as tf
-
-    from model import layout
-
-    signature = tf.saved_model.load(str(version_dir)).signatures[layout.SERVING_SIGNATURE]
-    rows = []
-    for size in batch_sizes:
-        batch = [images[i % len(images)] for i in range(size)]
-        for _ in range(3):  # warm-up: first calls at a new batch size set up kernels
-            signature(images=tf.constant(batch))
-        calls, started = 0, time.perf_counter()
-        while time.perf_counter() - started < seconds:
-            signature(images=tf.constant(batch))[layout.OUTPUT].numpy()
-            calls += 1
-        elapsed = time.perf_counter() - started
-        rows.append(
-            {
-                "batch": size,
-                "images_per_s": calls * size / elapsed,
-                "ms_per_batch": 1000.0 * elapsed / calls,
-            }
-        )
-    return rows
 
 
 def device_description(kind: str) -> str:
@@ -215,24 +144,6 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _protocol_measure(
-    child: Child, corpus_dir: Path, model: str, args: argparse.Namespace
-) -> protocol_bench.Measure:
-    def measure(protocol: str, concurrency: int) -> dict[str, Any]:
-        return closed_loop(
-            child.target,
-            corpus_dir,
-            concurrency,
-            window=args.window,
-            max_seconds=args.protocol_max_seconds,
-            protocol=protocol,
-            child=child,
-            model=model,
-        )
-
-    return measure
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m loadtest.bench",
@@ -251,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--protocols",
         default=",".join(protocol_bench.DEFAULT),
-        help="protocols measured against native Classify at concurrency 32 and 1 "
-        f"(comma list of {', '.join(protocol_bench.PROTOCOLS)}; 'none': skip; "
+        help=f"protocols measured against native Classify at concurrency {runner.PROTOCOL_LEVEL} "
+        f"and {runner.ONE_CALLER} (comma list of {', '.join(PROTOCOLS)}; 'none': skip; "
         f"default: {','.join(protocol_bench.DEFAULT)})",
     )
     p.add_argument("--protocol-rounds", type=int, default=2, help="rounds of the protocol runs")
@@ -267,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # children inherit it too
     levels = [int(x) for x in args.levels.split(",")]
     # Every closed-loop run measures with the same window and cap.
-    measure = functools.partial(closed_loop, window=args.window, max_seconds=args.max_seconds)
+    measure = functools.partial(
+        runner.closed_loop, window=args.window, max_seconds=args.max_seconds
+    )
     device_text = device_description(args.device)  # fails early when --device gpu has none
     results = Path(args.results)
     results.mkdir(parents=True, exist_ok=True)
@@ -297,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         (tiny_dir / "000.png").write_bytes(corpus.fixed(1, 8, "PNG")[0])
         print("in-process ...", flush=True)
         sizes = sorted({1, 8, 32, args.max_batch_size})
-        in_proc = in_process(version_dir, images, sizes, args.seconds)
+        signature = inprocess.load(version_dir)
+        in_proc = inprocess.throughput(signature, images, sizes, args.seconds)
         best = max(r["images_per_s"] for r in in_proc)
         served = []
         with local_server(model_dir, server_args, log_path=results / "server.log") as child:
@@ -311,11 +225,17 @@ def main(argv: list[str] | None = None) -> int:
             by_protocol = None
             if protocols:
                 by_protocol = protocol_bench.compare(
-                    _protocol_measure(child, corpus_dir, model_dir.name, args),
+                    runner.protocol_measure(
+                        child,
+                        corpus_dir,
+                        model_dir.name,
+                        window=args.window,
+                        max_seconds=args.protocol_max_seconds,
+                    ),
                     protocols,
-                    high=PROTOCOL_LEVEL,
+                    high=runner.PROTOCOL_LEVEL,
                     rounds=args.protocol_rounds,
-                    progress=lambda line: print(line, flush=True),
+                    batch1_ms=lambda: inprocess.batch1_ms(signature, images),
                 )
         print("batching off ...", flush=True)
         with local_server(model_dir, [*server_args, "--no-batching"]) as child:

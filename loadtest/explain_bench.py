@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from loadtest import corpus
-from loadtest.bench import closed_loop
+from loadtest.runner import closed_loop
 from loadtest.serverproc import local_server
 
 

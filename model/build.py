@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import keras
@@ -86,6 +86,7 @@ def build(
         preprocess = transfer.preprocess_config(*config.input_size)
     else:
         preprocess = PreprocessConfig(height=config.input_size[0], width=config.input_size[1])
+    preprocess = replace(preprocess, overlay_max_side=options.overlay_max_side or None)
     train_set, val_set, stats = load_data(options, preprocess)
     plan = make_plan(options, train_set, replicas)
     cache, plan.reasons["cache"] = cache_for(

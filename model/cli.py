@@ -48,6 +48,8 @@ class TrainOptions:
     version: int | None = None
     verbose: int | str = "auto"
     skip_if_exists: bool = False
+    # Longest side of Explain overlays the export draws (0: the image's own size).
+    overlay_max_side: int = 1024
     distributed: bool = False
     collective_timeout: float = 300.0
 
@@ -188,6 +190,13 @@ def parse_args(argv: list[str] | None = None) -> TrainOptions:
     out.add_argument("--output", default=d.output, help="models folder")
     out.add_argument("--name", default=d.name, help="model name")
     out.add_argument("--version", type=_positive_int, help="version number (default: next free)")
+    out.add_argument(
+        "--overlay-max-side",
+        type=_non_negative_int,
+        default=d.overlay_max_side,
+        help="longest side in pixels of the Explain overlay PNG the export draws; larger "
+        "images get a scaled-down overlay, aspect kept (0: the image's own size, unbounded)",
+    )
     out.add_argument(
         "--skip-if-exists",
         action="store_true",

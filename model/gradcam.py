@@ -33,7 +33,7 @@ from model.preprocessing import PreprocessConfig, decode, preprocess_encoded_bat
 OVERLAY_ALPHA = 0.45
 # zlib level 1: a third of the default level's time (1.3 vs 4.1 ms for a
 # 128x128 overlay here) for files within 1% of its size.
-_PNG_COMPRESSION = 1
+PNG_COMPRESSION = 1
 # Keeps log() finite for a class the model rules out entirely.
 _EPSILON = 1e-12
 
@@ -118,24 +118,57 @@ def colourise(heat: tf.Tensor) -> tf.Tensor:
     return tf.clip_by_value(1.5 - tf.abs(four - centres), 0.0, 1.0)
 
 
-def overlay_png(encoded: tf.Tensor, heat: tf.Tensor, max_pixels: int | None) -> tf.Tensor:
-    """PNG bytes of `heat` [h, w] blended over the decoded image, at the image's own size.
+def overlay_size(height: tf.Tensor, width: tf.Tensor, max_side: int | None) -> tf.Tensor:
+    """int32 [2]: (height, width) of the overlay of an image of that size.
+
+    At most `max_side` on the longest side, aspect kept (the short side
+    rounded half up, at least 1); an image within it keeps its size, and so
+    does every image when `max_side` is None. The same integer arithmetic as
+    `PreprocessConfig.overlay_size`, which the server uses to size the answer
+    before any work.
+    """
+    height, width = tf.cast(height, tf.int64), tf.cast(width, tf.int64)
+    if max_side is None:
+        return tf.cast(tf.stack([height, width]), tf.int32)
+    side = tf.constant(max_side, tf.int64)
+    long, short = tf.maximum(height, width), tf.minimum(height, width)
+    scaled = tf.maximum(tf.constant(1, tf.int64), (short * side + long // 2) // long)
+    bounded = tf.where(height >= width, tf.stack([side, scaled]), tf.stack([scaled, side]))
+    return tf.cast(tf.where(long <= side, tf.stack([height, width]), bounded), tf.int32)
+
+
+def overlay_png(
+    encoded: tf.Tensor, heat: tf.Tensor, max_pixels: int | None, max_side: int | None = None
+) -> tf.Tensor:
+    """PNG bytes of `heat` [h, w] blended over the decoded image.
 
     The image is decoded with `model.preprocessing.decode` (the serving path's
-    decoder, same RGB rule and pixel limit).
+    decoder, same RGB rule and pixel limit), then scaled down to at most
+    `max_side` on its longest side (`overlay_size`; None: its own size). It is
+    scaled while still uint8, before the float blend: the blend holds several
+    float copies of the picture (12 bytes a pixel each), which at a 36-megapixel
+    image's own size came to gigabytes per call, and so did its PNG.
     """
-    image = tf.cast(decode(encoded, max_pixels), tf.float32)
-    size = tf.shape(image)[:2]
+    image = decode(encoded, max_pixels)
+    own = tf.shape(image)[:2]
+    size = overlay_size(own[0], own[1], max_side)
+    # "area" averages every source pixel under a target one: no aliasing when
+    # shrinking a detailed photo (bilinear would sample 4 of them).
+    picture = tf.cond(
+        tf.reduce_all(tf.equal(size, own)),
+        lambda: tf.cast(image, tf.float32),
+        lambda: tf.image.resize(image, size, method="area"),
+    )
     resized = tf.image.resize(heat[..., None], size, method="bilinear")[..., 0]
-    blended = (1.0 - OVERLAY_ALPHA) * image + OVERLAY_ALPHA * 255.0 * colourise(resized)
+    blended = (1.0 - OVERLAY_ALPHA) * picture + OVERLAY_ALPHA * 255.0 * colourise(resized)
     pixels = tf.cast(tf.clip_by_value(tf.round(blended), 0.0, 255.0), tf.uint8)
-    return tf.io.encode_png(pixels, compression=_PNG_COMPRESSION)
+    return tf.io.encode_png(pixels, compression=PNG_COMPRESSION)
 
 
 def heatmap_png(heat: tf.Tensor) -> tf.Tensor:
     """PNG bytes of one heatmap [h, w] in [0, 1], greyscale (white = hottest)."""
     grey = tf.cast(tf.round(heat * 255.0), tf.uint8)[..., None]
-    return tf.io.encode_png(grey, compression=_PNG_COMPRESSION)
+    return tf.io.encode_png(grey, compression=PNG_COMPRESSION)
 
 
 def endpoint(model: keras.Model, preprocess: PreprocessConfig) -> tf.types.experimental.Function:
@@ -143,9 +176,10 @@ def endpoint(model: keras.Model, preprocess: PreprocessConfig) -> tf.types.exper
 
     Inputs: `images` tf.string [n] (encoded, as `serving_default` takes) and
     `class_index` int32 [n] (-1: the predicted class). Outputs: `heatmap`
-    float32 [n, height, width] at the model's input size, `heatmap_png` and
-    `overlay_png` tf.string [n], `class_index` int32 [n] (the class
-    explained) and `probabilities` (those of `serving_default`).
+    float32 [n, height, width] and `heatmap_png` tf.string [n], both at the
+    model's input size, `overlay_png` tf.string [n] (RGB, at most
+    `preprocess.overlay_max_side` on its longest side), `class_index` int32
+    [n] (the class explained) and `probabilities` (those of `serving_default`).
     """
     explainer = explain_model(model)
 
@@ -159,7 +193,9 @@ def endpoint(model: keras.Model, preprocess: PreprocessConfig) -> tf.types.exper
         batch = preprocess_encoded_batch(images, preprocess)
         heat, probabilities, chosen = gradcam(explainer, batch, class_index)
         overlays = tf.map_fn(
-            lambda pair: overlay_png(pair[0], pair[1], preprocess.max_pixels),
+            lambda pair: overlay_png(
+                pair[0], pair[1], preprocess.max_pixels, preprocess.overlay_max_side
+            ),
             (images, heat),
             fn_output_signature=tf.TensorSpec([], tf.string),
             parallel_iterations=16,

@@ -40,6 +40,32 @@ class PreprocessConfig:
     # file that claims or decodes to more fails with InvalidArgument. Exports
     # written before this field load with the default.
     max_pixels: int = 36_000_000
+    # Longest side of the Explain overlay PNG (`gradcam` signature): a larger
+    # image's overlay is drawn scaled down to it, aspect kept, so the answer's
+    # size does not grow with the image's. None: the image's own size, which
+    # is how exports written before this field read (`from_dict`).
+    overlay_max_side: int | None = 1024
+
+    def __post_init__(self) -> None:
+        if self.overlay_max_side is not None and self.overlay_max_side < 1:
+            raise ValueError(
+                f"overlay_max_side must be at least 1 pixel, or None for the image's own "
+                f"size; got {self.overlay_max_side}"
+            )
+
+    def overlay_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) of the overlay the `gradcam` signature draws for such an image.
+
+        `model.gradcam.overlay_size` computes the same in the graph, with the
+        same integer arithmetic (rounding half up); the server estimates an
+        answer's size from this one before any work.
+        """
+        side = self.overlay_max_side
+        if side is None or max(height, width) <= side:
+            return height, width
+        long = max(height, width)
+        scaled = max(1, (min(height, width) * side + long // 2) // long)
+        return (side, scaled) if height >= width else (scaled, side)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
@@ -51,4 +77,7 @@ class PreprocessConfig:
         values: dict[str, Any] = {
             k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in fields
         }
+        # Written before overlays were bounded: those exports draw them at the
+        # image's own size, whatever this release's default is.
+        values.setdefault("overlay_max_side", None)
         return cls(**values)

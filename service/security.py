@@ -12,17 +12,18 @@ from __future__ import annotations
 import hmac
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from service.adapters.grpc_handlers import Behaviour, is_health, rebuild
 from service.settings import Settings
+from vggcommon.tokens import parse_tokens
 
 log = logging.getLogger(__name__)
 
-OPEN_METHODS_PREFIX = "/grpc.health.v1.Health/"  # probes carry no credentials
 ALL_INTERFACES = {"0.0.0.0", "::", "[::]", ""}
 
 
@@ -73,16 +74,6 @@ def bearer_problem(tokens: list[bytes], header: str) -> str | None:
     if not token_valid(tokens, header.removeprefix("Bearer ").strip().encode()):
         return "the bearer token is not valid"
     return None
-
-
-def parse_tokens(text: str) -> list[str]:
-    """The tokens of a token file: one per line; blank lines and `#` comments skipped.
-
-    The one reader of token files, for the server (--auth-token-file) and the
-    clients (--token-file), so that a file one accepts the other reads alike.
-    """
-    stripped = (line.strip() for line in text.splitlines())
-    return [line for line in stripped if line and not line.startswith("#")]
 
 
 def load_tokens(settings: Settings) -> list[bytes]:
@@ -143,7 +134,7 @@ class TokenAuth(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None or details.method.startswith(OPEN_METHODS_PREFIX):
+        if handler is None or is_health(details.method):
             return handler
         header = ""
         for key, value in details.invocation_metadata or ():
@@ -154,31 +145,17 @@ class TokenAuth(grpc.aio.ServerInterceptor):
 
 
 def _denied(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
-    async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+    def unary(inner: Behaviour) -> Behaviour:
+        async def deny(request: Any, context: grpc.aio.ServicerContext) -> None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
 
-    async def deny_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-        yield  # pragma: no cover  (makes this an async generator, as streaming handlers are)
+        return deny
 
-    kinds = {
-        (False, False): grpc.unary_unary_rpc_method_handler,
-        (True, False): grpc.stream_unary_rpc_method_handler,
-    }
-    maker = kinds.get((handler.request_streaming, handler.response_streaming))
-    if maker is not None:
-        return maker(
-            deny,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-    maker = (
-        grpc.stream_stream_rpc_method_handler
-        if handler.request_streaming
-        else grpc.unary_stream_rpc_method_handler
-    )
-    return maker(
-        deny_stream,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    def streaming(inner: Behaviour) -> Behaviour:
+        async def deny(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+            yield  # pragma: no cover  (makes this an async generator, as streaming handlers are)
+
+        return deny
+
+    return rebuild(handler, unary, streaming)

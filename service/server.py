@@ -22,11 +22,7 @@ from protos.vggserve.v1 import classifier_pb2, classifier_pb2_grpc
 from service.adapters import rest, tfserving_grpc, tfserving_rest, v2_grpc, v2_rest
 from service.adapters.grpc_limits import RpcLimit
 from service.adapters.native_grpc import ImageClassifierServicer
-from service.core.classify import Core
-from service.core.images import Limits
-from service.core.metrics import Metrics
-from service.core.repository import ModelRepository
-from service.core.watcher import VersionWatcher
+from service.core import CoreOptions, build_core
 from service.security import TokenAuth, load_tokens, server_credentials, warn_if_exposed
 from service.settings import Settings
 
@@ -56,14 +52,33 @@ def grpc_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
+def core_options(settings: Settings) -> CoreOptions:
+    """The core's options from the command line (the one place they are mapped)."""
+    return CoreOptions(
+        model_dir=settings.model_dir,
+        model_name=settings.model_name,
+        versions=settings.versions,
+        max_batch_size=settings.max_batch_size,
+        batch_timeout_s=settings.batch_timeout_s,
+        batching=settings.batching,
+        max_queue=settings.max_queue,
+        model_workers=settings.model_workers,
+        max_image_bytes=settings.max_message_bytes,
+        max_image_pixels=settings.max_image_pixels,
+        max_answer_bytes=settings.max_message_bytes,
+        explain_max_pixels=settings.explain_max_pixels,
+        explain_max_concurrent=settings.explain_max_concurrent,
+        poll_interval_s=settings.poll_interval_s,
+    )
+
+
 class Server:
     """A vggserve server bound to `settings.host:settings.port`."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.metrics = Metrics()
-        self.repository = ModelRepository(settings, self.metrics)
-        self.watcher = VersionWatcher(self.repository, settings, self.metrics)
+        self.core = build_core(core_options(settings))
+        self.metrics = self.core.metrics
         self.health = health.aio.HealthServicer()
         self.port = 0
         self.rest_port: int | None = None
@@ -71,15 +86,12 @@ class Server:
         self._credentials = server_credentials(settings)
         tokens = load_tokens(settings)
         warn_if_exposed(settings, self._credentials is not None, tokens)
-        self._watch: asyncio.Task[None] | None = None
         # Our own RPC limit, not grpc's maximum_concurrent_rpcs: that one counts
         # health checks too, so busy or idle streams would fail the probes.
         interceptors: list[grpc.aio.ServerInterceptor] = [TokenAuth(tokens)] if tokens else []
         self._limit = RpcLimit(settings.max_concurrent_rpcs, self.metrics)
         interceptors.append(self._limit)
         self._grpc = grpc.aio.server(options=grpc_options(settings), interceptors=interceptors)
-        limits = Limits(max_bytes=settings.max_message_bytes, max_pixels=settings.max_image_pixels)
-        self.core = Core(self.repository, self.metrics, limits)
         self._servicer = ImageClassifierServicer(
             self.core,
             stream_window=max(2 * settings.max_batch_size, 8),
@@ -133,14 +145,10 @@ class Server:
     async def load(self) -> None:
         """Loads and warms the model, then reports SERVING."""
         started = time.perf_counter()
-        versions = await self.watcher.load()
-        if self.settings.poll_interval_s > 0:
-            self._watch = asyncio.create_task(
-                self.watcher.watch(self.settings.poll_interval_s), name="model-watch"
-            )
+        versions = await self.core.start()
         log.info(
             "serving %s version(s) %s on %s: gRPC port %d, REST %s, ready in %.1f s",
-            self.repository.name,
+            self.core.model_name,
             ",".join(map(str, versions)),
             self.settings.host,
             self.port,
@@ -149,11 +157,11 @@ class Server:
         )
         for service in ("", *SERVICES):
             await self.health.set(service, SERVING)
-        self.core.serving = True
+        self.core.set_serving(True)
 
     async def set_not_serving(self) -> None:
         """Tells health checkers (load balancers) to stop sending; still answers."""
-        self.core.serving = False
+        self.core.set_serving(False)
         for service in ("", *SERVICES):
             await self.health.set(service, NOT_SERVING)
 
@@ -182,12 +190,11 @@ class Server:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter.wait(), grace_s)
         log.info("refusing new calls; answering the ones in flight (at most %.0f s)", timeout_s)
-        if self._watch is not None:
-            self._watch.cancel()
+        self.core.stop_watching()
         self._servicer.drain()
         stopping = [self._grpc.stop(timeout_s)]
         if self._rest is not None and self.rest_port is not None:
             stopping.append(self._rest.stop(timeout_s))
         await asyncio.gather(*stopping)
-        await self.repository.close()
+        await self.core.close()
         self.metrics.stop()

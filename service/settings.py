@@ -20,8 +20,8 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from service.cli import ArgumentParser
-from service.core.versions import VersionPolicy
+from service.version_policy import VersionPolicy
+from vggcommon.cli import ArgumentParser
 
 ENV_PREFIX = "VGGSERVE_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -92,6 +92,18 @@ class Settings:
     )
     max_image_pixels: int = _opt(
         36_000_000, "largest width x height accepted (before decoding)", minimum=1
+    )
+    explain_max_pixels: int = _opt(
+        16_777_216,
+        "largest width x height Explain takes (before any work; also within "
+        "--max-image-pixels); beyond: INVALID_ARGUMENT",
+        minimum=1,
+    )
+    explain_max_concurrent: int = _opt(
+        4,
+        "images explained at once, all protocols together; beyond: RESOURCE_EXHAUSTED at "
+        "once (retry with backoff), so Explain cannot take the CPU and memory from Classify",
+        minimum=1,
     )
     max_concurrent_rpcs: int = _opt(
         1000,

@@ -21,9 +21,8 @@ import numpy as np
 import pytest
 
 from loadtest import callers, closed_loop, corpus, protocol_bench
-from tests.conftest import require_tool
-from tests.service.conftest import RunningServer, settings_for
-from tests.service.test_server import in_process
+from tests.helpers import in_process, require_tool
+from tests.service.helpers import RunningServer, settings_for
 
 NAME = "tiny"  # the model folder's name (tests/conftest.py: model_dir)
 IMAGES = corpus.fixed(count=4, size=24, fmt="JPEG", seed=3)
@@ -124,11 +123,15 @@ def test_v2_rest_body_is_what_tritonclient_sends() -> None:
 
 
 def test_protocols_are_judged_against_their_own_rounds_native_run() -> None:
-    # Round 0 is a slow round for everyone, round 1 a fast one: the ratios hold.
+    # Round 0 is a slow round for everyone, round 1 a fast one: the ratios hold,
+    # and so does each round's overhead over its own in-process time.
     speed = {("native", 0): 500.0, ("v2-rest", 0): 480.0, ("native", 1): 1000.0}
     speed |= {("v2-rest", 1): 950.0, ("tfserving-grpc", 0): 400.0, ("tfserving-grpc", 1): 800.0}
-    p50 = {"native": 3.0, "v2-rest": 3.5, "tfserving-grpc": 4.5}
+    p50 = {("native", 0): 6.0, ("v2-rest", 0): 6.5, ("tfserving-grpc", 0): 7.5}
+    p50 |= {("native", 1): 3.0, ("v2-rest", 1): 3.5, ("tfserving-grpc", 1): 4.5}
+    in_process = [5.5, 2.5]  # ms of one in-process call, by round
     calls: list[tuple[str, int]] = []
+    batch1_calls: list[int] = []
 
     def measure(protocol: str, concurrency: int) -> dict[str, object]:
         number = sum(1 for p, c in calls if p == protocol and c == concurrency)
@@ -137,25 +140,47 @@ def test_protocols_are_judged_against_their_own_rounds_native_run() -> None:
             "protocol": protocol,
             "concurrency": concurrency,
             "images_per_s": speed[protocol, number],
-            "p50_ms": p50[protocol],
+            "p50_ms": p50[protocol, number],
             "errors": 0,
             "server_cpu_ms_per_image": 1.0,
             "client_cpu_ms_per_image": 0.2,
         }
+
+    def batch1_ms() -> float:
+        # Timed once a round, after the round's high-concurrency runs, before its c=1 runs.
+        batch1_calls.append(len(calls))
+        return in_process[len(batch1_calls) - 1]
 
     result = protocol_bench.compare(
         measure,
         protocol_bench.parse("v2-rest,tfserving-grpc,native"),
         high=32,
         rounds=2,
+        batch1_ms=batch1_ms,
         progress=lambda line: None,
     )
+    assert batch1_calls == [3, 9]
+    assert result["in_process_batch1_ms"] == in_process
     rows = {r["protocol"]: r for r in result["summary"]}
+    assert list(rows) == ["native", "v2-rest", "tfserving-grpc"]
     assert rows["v2-rest"]["throughput_vs_native_each_round"] == [0.96, 0.95]
+    assert rows["v2-rest"]["p50_c1_minus_native_each_round_ms"] == [0.5, 0.5]
     assert rows["v2-rest"]["meets_bar"]
     assert rows["tfserving-grpc"]["throughput_vs_native"] == pytest.approx(0.8)
     assert rows["tfserving-grpc"]["p50_c1_minus_native_ms"] == pytest.approx(1.5)
     assert not rows["tfserving-grpc"]["meets_bar"]
-    assert "MISSED" in protocol_bench.table(result)
+    # Overhead: each round's p50 at one caller minus that round's in-process call.
+    assert rows["native"]["overhead_each_round_ms"] == [0.5, 0.5]
+    assert rows["v2-rest"]["overhead_each_round_ms"] == [1.0, 1.0]
+    assert rows["tfserving-grpc"]["overhead_ms"] == pytest.approx(2.0)
+    # Native keeps its own figures but is not compared with itself.
+    assert rows["native"]["images_per_s"] == 750.0 and rows["native"]["p50_c1_ms"] == 4.5
+    assert not {"throughput_vs_native", "p50_c1_minus_native_ms", "meets_bar"} & set(rows["native"])
+    lines = protocol_bench.table(result).splitlines()
+    native = next(line.split() for line in lines if line.split()[:1] == ["native"])
+    assert native == ["native", "750.0", "-", "4.50", "-", "+0.50", "1.000", "0.200", "0", "-"]
+    tfserving = next(line.split() for line in lines if line.split()[:1] == ["tfserving-grpc"])
+    assert tfserving[-1] == "MISSED" and tfserving[5] == "+2.00"
+    assert "5.50, 2.50 ms" in lines[-1]
     with pytest.raises(ValueError, match="unknown protocol"):
         protocol_bench.parse("v2-rest,soap")

@@ -21,7 +21,7 @@ import yaml
 
 from model.distributed import tf_config_from_env
 from model.train import parse_args as train_args
-from tests.conftest import require_tool
+from tests.helpers import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = shutil.which("docker-compose")

@@ -35,8 +35,8 @@ import pytest
 import yaml
 
 from loadtest.serverproc import Child, local_server
-from tests.conftest import encode, random_pixels, require_tool
 from tests.fakedns import FakeDns
+from tests.helpers import encode, random_pixels, require_tool
 from vggclient.client import Client
 
 ROOT = Path(__file__).resolve().parents[1]

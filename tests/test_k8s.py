@@ -11,11 +11,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +23,11 @@ from model.distributed import tf_config_from_env
 from model.train import parse_args as train_args
 from service.server import SERVICE_NAME
 from service.settings import ENV_PREFIX, Settings
-from tests.conftest import require_tool
+from tests.helpers import DOCKERFILE, VALIDATE, VERSIONS, env_of, require_tool, stage
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
 FILES = sorted(K8S.glob("*.yaml")) + sorted((K8S / "gpu").glob("*.yaml"))
-# kubernetes-validate comes from PyPI (requirements-dev.txt) into the virtual environment.
-VALIDATE = shutil.which(
-    "kubernetes-validate", path=f"{Path(sys.executable).parent}:{os.environ['PATH']}"
-)
-# Versions in upstream support when this was written (the newest the tool bundles
-# included); native grpc probes need 1.27+, the preStop sleep action 1.30+.
-VERSIONS = ["1.35.0", "1.36.0", "1.37.0"]
-DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 
 def load(kind: str) -> list[dict[str, Any]]:
@@ -57,10 +46,6 @@ DEPLOYMENTS = ["vggserve", "vggserve-gpu"]
 def server(name: str) -> dict[str, Any]:
     (container,) = one("Deployment", name)["spec"]["template"]["spec"]["containers"]
     return container
-
-
-def env_of(container: dict[str, Any]) -> dict[str, str]:
-    return {item["name"]: item["value"] for item in container.get("env", [])}
 
 
 def settings_of(container: dict[str, Any]) -> Settings:
@@ -173,11 +158,6 @@ def test_pods_run_locked_down_with_resources(kind: str, name: str) -> None:
         resources = container["resources"]
         assert set(resources["requests"]) >= {"cpu", "memory"}
         assert set(resources["limits"]) >= {"cpu", "memory"}
-
-
-def stage(name: str) -> str:
-    """The Dockerfile's lines of build stage `name`, up to the next FROM."""
-    return DOCKERFILE.split(f" AS {name}\n", 1)[1].split("\nFROM ", 1)[0]
 
 
 def test_the_server_command_is_the_images_entrypoint() -> None:

@@ -18,8 +18,7 @@ import pytest
 import yaml
 
 from service.settings import ENV_PREFIX, Settings
-from tests.conftest import require_tool
-from tests.test_k8s import DOCKERFILE, VALIDATE, VERSIONS, env_of, stage
+from tests.helpers import DOCKERFILE, VALIDATE, VERSIONS, env_of, require_tool, stage
 
 ROOT = Path(__file__).resolve().parents[1]
 KSERVE = ROOT / "deploy" / "kserve"

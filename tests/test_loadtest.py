@@ -6,10 +6,11 @@ import csv
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from loadtest import bench
+from loadtest import bench, protocol_bench
 from loadtest.__main__ import main as loadtest_main
 from loadtest.serverproc import bare_server
 
@@ -97,13 +98,68 @@ def test_benchmark_writes_table_json_and_plot(model_dir: Path, tmp_path: Path, c
     assert result["ratios"]["trivial_vs_bare"] > 0
     assert result["device"].startswith("CPU")
     assert (tmp_path / "bench.png").stat().st_size > 0
-    rows = {r["protocol"]: r for r in result["protocols"]["summary"]}
+    protocols = result["protocols"]
+    rows = {r["protocol"]: r for r in protocols["summary"]}
     assert list(rows) == ["native", "v2-rest"]
     assert rows["v2-rest"]["errors"] == 0 and rows["v2-rest"]["server_cpu_ms_per_image"] > 0
-    assert rows["native"]["throughput_vs_native"] == 1.0
+    assert_protocol_summary(protocols)
     out = capsys.readouterr().out
     assert "best served Classify / best in-process" in out
-    assert "v2-rest" in out and "vs native" in out
+    assert "v2-rest" in out and "vs native" in out and "overhead" in out
+
+
+def assert_protocol_summary(protocols: dict[str, Any]) -> None:
+    """One round's summary holds that round's own runs: ratios, deltas and overheads."""
+    assert protocols["rounds"] == 1
+    (batch1,) = protocols["in_process_batch1_ms"]
+    assert batch1 > 0
+    rows = {r["protocol"]: r for r in protocols["summary"]}
+    native = rows.pop("native")
+    # Native is the reference: its own figures, no ratio to itself.
+    assert native["errors"] == 0 and native["images_per_s"] > 0
+    assert "throughput_vs_native" not in native and "meets_bar" not in native
+    assert rows, "no protocol was compared with native"
+    for row in [native, *rows.values()]:
+        assert row["overhead_ms"] == pytest.approx(row["p50_c1_ms"] - batch1)
+    for row in rows.values():
+        assert row["throughput_vs_native"] == pytest.approx(
+            row["images_per_s"] / native["images_per_s"]
+        )
+        assert row["p50_c1_minus_native_ms"] == pytest.approx(
+            row["p50_c1_ms"] - native["p50_c1_ms"]
+        )
+
+
+@pytest.mark.slow
+def test_protocol_bench_alone_writes_ratios_and_overheads(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--model-dir", str(model_dir), "--image-size", "32", "--protocols", "v2-grpc"]
+    args += ["--rounds", "1", "--window", "0.4", "--max-seconds", "1", "--results", str(tmp_path)]
+    assert protocol_bench.main(args) == 0
+    result = json.loads((tmp_path / "protocols.json").read_text())
+    assert [r["protocol"] for r in result["summary"]] == ["native", "v2-grpc"]
+    assert result["summary"][1]["errors"] == 0
+    assert_protocol_summary(result)
+    # Two levels for each protocol, each named in the raw runs.
+    assert sorted((r["protocol"], r["concurrency"]) for r in result["runs"]) == [
+        ("native", 1),
+        ("native", 32),
+        ("v2-grpc", 1),
+        ("v2-grpc", 32),
+    ]
+    out = capsys.readouterr().out
+    assert "overhead: c=1 p50 - in-process call on one image" in out
+
+
+def test_protocol_bench_names_a_folder_without_a_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        protocol_bench.main(["--model-dir", str(tmp_path), "--results", str(tmp_path / "out")])
+    assert exited.value.code == 2
+    assert f"--model-dir: no exported version under {tmp_path}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_crashed_locust_run_fails_whatever_a_previous_run_left(

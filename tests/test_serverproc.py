@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from loadtest.serverproc import ChildFailed, child_server, local_server, server_command
-from tests.conftest import encode, random_pixels
+from tests.helpers import encode, random_pixels
 from vggclient.client import Client
 
 

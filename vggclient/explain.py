@@ -4,22 +4,18 @@
         answer = explain(client, "cat.jpg")
         Path("cat.overlay.png").write_bytes(answer.overlay_png)
 
-`python -m vggclient.client --explain OUT_DIR IMAGE...` writes OUT_DIR/<stem>.overlay.png
-for each image (and prints the class explained); `vggclient.batch --explain-dir`
-uses `overlay_name` for the same naming.
+`python -m vggclient.client --explain OUT_DIR IMAGE...` (vggclient.cli.explain) writes
+OUT_DIR/<stem>.overlay.png for each image; `vggclient.batch --explain-dir` uses
+`overlay_name` for the same naming.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-
 from protos.vggserve.v1 import classifier_pb2 as pb
-from vggclient.client import Classification, Client, ImageLike, client_from_args, image_message
+from vggclient.client import Classification, Client, ImageLike, image_message
 
 
 @dataclass(frozen=True)
@@ -59,41 +55,3 @@ def explain(
 def overlay_name(image: str | Path) -> str:
     """The overlay file's name for an image: `<stem>.overlay.png`."""
     return f"{Path(image).stem}.overlay.png"
-
-
-def write_overlays(args: argparse.Namespace) -> int:
-    """`--explain OUT_DIR`: one overlay per image; 0 if all worked, 1 if some failed."""
-    out = Path(args.explain)
-    out.mkdir(parents=True, exist_ok=True)
-    failed = 0
-    try:
-        with client_from_args(args) as client:
-            for name in args.images:
-                try:
-                    answer = explain(client, Path(name).read_bytes(), top_k=args.top_k)
-                except OSError as exc:
-                    failed += 1
-                    print(
-                        f"{name}: error: cannot read file: {exc.strerror or exc}", file=sys.stderr
-                    )
-                    continue
-                except grpc.RpcError as exc:
-                    if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT,):
-                        failed += 1  # this image's fault: go on with the others
-                        print(f"{name}: error: {exc.code().name}: {exc.details()}", file=sys.stderr)
-                        continue
-                    raise
-                target = out / overlay_name(name)
-                target.write_bytes(answer.overlay_png)
-                top = answer.classification.classes[0]
-                print(
-                    f"{name}  {top.probability:7.2%} {top.label}  "
-                    f"(explained: {answer.label}) -> {target}"
-                )
-    except grpc.RpcError as exc:
-        print(f"error: {args.target}: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 2
-    except (ValueError, OSError) as exc:  # token or TLS files, a token without TLS
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 1 if failed else 0

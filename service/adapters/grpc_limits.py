@@ -20,10 +20,8 @@ from typing import Any
 
 import grpc
 
-from service.core import protocols
-from service.core.metrics import Metrics
-
-EXEMPT_PREFIX = "/grpc.health.v1.Health/"
+from service.adapters.grpc_handlers import Behaviour, is_health, rebuild
+from service.core import Metrics, of_grpc_method
 
 
 class RpcLimit(grpc.aio.ServerInterceptor):
@@ -60,10 +58,10 @@ class RpcLimit(grpc.aio.ServerInterceptor):
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
-        if handler is None or details.method.startswith(EXEMPT_PREFIX):
+        if handler is None or is_health(details.method):
             return handler
         return self._wrap(
-            handler, protocols.of_grpc_method(details.method), details.method.rsplit("/", 1)[-1]
+            handler, of_grpc_method(details.method), details.method.rsplit("/", 1)[-1]
         )
 
     async def _enter(self, protocol: str, method: str, context: grpc.aio.ServicerContext) -> None:
@@ -76,18 +74,18 @@ class RpcLimit(grpc.aio.ServerInterceptor):
     def _wrap(
         self, handler: grpc.RpcMethodHandler, protocol: str, method: str
     ) -> grpc.RpcMethodHandler:
-        if handler.request_streaming and handler.response_streaming:
-            inner, maker = handler.stream_stream, grpc.stream_stream_rpc_method_handler
-        elif handler.request_streaming:
-            inner, maker = handler.stream_unary, grpc.stream_unary_rpc_method_handler
-        elif handler.response_streaming:
-            inner, maker = handler.unary_stream, grpc.unary_stream_rpc_method_handler
-        else:
-            inner, maker = handler.unary_unary, grpc.unary_unary_rpc_method_handler
+        def unary(inner: Behaviour) -> Behaviour:
+            async def limited(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await self._enter(protocol, method, context)
+                try:
+                    return await inner(request, context)
+                finally:
+                    self.active -= 1
 
-        if handler.response_streaming:
+            return limited
 
-            async def streaming(
+        def streaming(inner: Behaviour) -> Behaviour:
+            async def limited(
                 request: Any, context: grpc.aio.ServicerContext
             ) -> AsyncIterator[Any]:
                 await self._enter(protocol, method, context)
@@ -101,19 +99,6 @@ class RpcLimit(grpc.aio.ServerInterceptor):
                 finally:
                     self.active -= 1
 
-            behaviour: Callable[..., Any] = streaming
-        else:
+            return limited
 
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                await self._enter(protocol, method, context)
-                try:
-                    return await inner(request, context)
-                finally:
-                    self.active -= 1
-
-            behaviour = unary
-        return maker(
-            behaviour,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        return rebuild(handler, unary, streaming)

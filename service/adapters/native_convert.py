@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from protos.vggserve.v1 import classifier_pb2 as pb
-from service.adapters.grpc_status import rpc_code
-from service.core.classify import Encoded, Pixels, RawImage
-from service.core.errors import ServiceError
-from service.core.repository import Prediction
-from service.core.runtime import Explanation, LoadedModel
+from service.adapters.grpc_calls import rpc_code
+from service.core import (
+    Encoded,
+    Explanation,
+    Lazy,
+    ModelInfo,
+    Pixels,
+    Prediction,
+    RawImage,
+    ServiceError,
+)
 
 
 def image(message: pb.Image) -> RawImage:
@@ -18,6 +26,11 @@ def image(message: pb.Image) -> RawImage:
         p = message.pixels
         return Pixels(p.data, p.height, p.width, p.channels)
     return None
+
+
+def images(messages: Sequence[pb.Image]) -> Lazy[pb.Image]:
+    """The images of a ClassifyBatch, converted one at a time as the core reads them."""
+    return Lazy(messages, lambda _, message: image(message))
 
 
 def response(prediction: Prediction, top_k: int, with_probabilities: bool) -> pb.ClassifyResponse:
@@ -48,17 +61,15 @@ def result(outcome: pb.ClassifyResponse | ServiceError) -> pb.ImageResult:
     return pb.ImageResult(response=outcome)
 
 
-def metadata(
-    name: str, versions: list[int], model: LoadedModel, max_batch: int
-) -> pb.ModelMetadata:
+def metadata(info: ModelInfo) -> pb.ModelMetadata:
     return pb.ModelMetadata(
-        model_name=name,
-        versions=versions,
-        default_version=model.version,
-        labels=model.labels,
-        input_height=model.preprocess.height,
-        input_width=model.preprocess.width,
-        preprocessing_json=model.preprocessing_json,
-        signatures=[str(s) for s in model.signatures],
-        max_batch_size=max_batch,
+        model_name=info.name,
+        versions=info.versions,
+        default_version=info.version,
+        labels=info.labels,
+        input_height=info.input_height,
+        input_width=info.input_width,
+        preprocessing_json=info.preprocessing_json,
+        signatures=info.signatures,
+        max_batch_size=info.max_batch_size,
     )

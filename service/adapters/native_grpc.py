@@ -11,22 +11,20 @@ import grpc
 from protos.vggserve.v1 import classifier_pb2 as pb
 from protos.vggserve.v1 import classifier_pb2_grpc as pb_grpc
 from service.adapters import native_convert as converters
-from service.adapters.grpc_status import answer
-from service.core.classify import Core
-from service.core.errors import DeadlineExceeded, ServiceError, Unavailable
-from service.core.protocols import NATIVE_GRPC
-
-
-def _deadline(context: grpc.aio.ServicerContext) -> float | None:
-    remaining = context.time_remaining()
-    return None if remaining is None else time.monotonic() + remaining
+from service.adapters.grpc_calls import answering, context_of, rpc
+from service.core import (
+    NATIVE_GRPC,
+    Core,
+    DeadlineExceeded,
+    RequestContext,
+    ServiceError,
+    Unavailable,
+)
 
 
 class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
     def __init__(self, core: Core, stream_window: int, stream_idle_timeout_s: float = 0.0) -> None:
         self.core = core
-        self.repository = core.repository
-        self.metrics = core.metrics
         self.stream_window = stream_window
         self.stream_idle_timeout_s = stream_idle_timeout_s
         self._draining = False
@@ -42,11 +40,9 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
             intake.cancel()  # only the intake: images already taken are answered
 
     async def _classify(
-        self, message: pb.Image, top_k: int, with_probs: bool, version: int, deadline: float | None
+        self, ctx: RequestContext, message: pb.Image, top_k: int, with_probs: bool
     ) -> pb.ClassifyResponse:
-        prediction = await self.core.classify(
-            NATIVE_GRPC, converters.image(message), version, deadline
-        )
+        prediction = await self.core.classify(ctx, converters.image(message))
         return converters.response(prediction, top_k, with_probs)
 
     async def _result(self, answer: Awaitable[pb.ClassifyResponse]) -> pb.ImageResult:
@@ -56,42 +52,30 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
         except ServiceError as exc:
             return converters.result(exc)
 
+    @rpc(NATIVE_GRPC, "Classify")
     async def Classify(
-        self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ClassifyRequest, ctx: RequestContext
     ) -> pb.ClassifyResponse:
-        async with answer(NATIVE_GRPC, "Classify", context, self.metrics):
-            return await self._classify(
-                request.image,
-                request.top_k,
-                request.return_probabilities,
-                request.model_version,
-                _deadline(context),
-            )
-        raise AssertionError("unreachable: answer() aborts or returns")
+        ctx.version = request.model_version
+        return await self._classify(ctx, request.image, request.top_k, request.return_probabilities)
 
+    @rpc(NATIVE_GRPC, "ClassifyBatch")
     async def ClassifyBatch(
-        self, request: pb.ClassifyBatchRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ClassifyBatchRequest, ctx: RequestContext
     ) -> pb.ClassifyBatchResponse:
-        async with answer(NATIVE_GRPC, "ClassifyBatch", context, self.metrics):
-            outcomes = await self.core.classify_each(
-                NATIVE_GRPC,
-                [converters.image(image) for image in request.images],
-                request.model_version,
-                _deadline(context),
-            )
-            return pb.ClassifyBatchResponse(
-                results=[
-                    converters.result(
-                        outcome
-                        if isinstance(outcome, ServiceError)
-                        else converters.response(
-                            outcome, request.top_k, request.return_probabilities
-                        )
-                    )
-                    for outcome in outcomes
-                ]
-            )
-        raise AssertionError("unreachable")
+        ctx.version = request.model_version
+        images = converters.images(request.images)  # converted as read, after admission
+        outcomes = await self.core.classify_each(ctx, images)
+        return pb.ClassifyBatchResponse(
+            results=[
+                converters.result(
+                    outcome
+                    if isinstance(outcome, ServiceError)
+                    else converters.response(outcome, request.top_k, request.return_probabilities)
+                )
+                for outcome in outcomes
+            ]
+        )
 
     async def ClassifyStream(
         self, request_iterator: AsyncIterator[pb.ClassifyRequest], context: grpc.aio.ServicerContext
@@ -100,21 +84,24 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
         # stream are in flight, so a fast sender cannot fill the server's queue.
         outbox: asyncio.Queue[pb.StreamResult | None] = asyncio.Queue()
         window = asyncio.Semaphore(self.stream_window)
-        deadline = _deadline(context)
+        stream = context_of(NATIVE_GRPC, "ClassifyStream", context)
         tasks: set[asyncio.Task[None]] = set()
         last_activity = time.monotonic()
 
         async def one(request: pb.ClassifyRequest) -> None:
             nonlocal last_activity
             try:
+                # Each image may ask its own version; the stream's id, deadline and caller.
+                ctx = RequestContext(
+                    NATIVE_GRPC,
+                    "ClassifyStream",
+                    request_id=stream.request_id,
+                    deadline=stream.deadline,
+                    principal=stream.principal,
+                    version=request.model_version,
+                )
                 result = await self._result(
-                    self._classify(
-                        request.image,
-                        request.top_k,
-                        request.return_probabilities,
-                        request.model_version,
-                        deadline,
-                    )
+                    self._classify(ctx, request.image, request.top_k, request.return_probabilities)
                 )
                 await outbox.put(pb.StreamResult(request_id=request.request_id, result=result))
             finally:
@@ -189,7 +176,7 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
                 await asyncio.gather(*tasks)
             return whole
 
-        async with answer(NATIVE_GRPC, "ClassifyStream", context, self.metrics):
+        async with answering(self.core, stream, context):
             reader = asyncio.create_task(read())
             try:
                 while (item := await outbox.get()) is not None:
@@ -198,30 +185,17 @@ class ImageClassifierServicer(pb_grpc.ImageClassifierServicer):
             finally:
                 reader.cancel()
 
-    async def Explain(
-        self, request: pb.ExplainRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ExplainResponse:
-        async with answer(NATIVE_GRPC, "Explain", context, self.metrics):
-            class_index = request.class_index if request.HasField("class_index") else None
-            prediction, explanation = await self.core.explain(
-                NATIVE_GRPC,
-                converters.image(request.image),
-                class_index,
-                request.model_version,
-                _deadline(context),
-            )
-            return converters.explain_response(prediction, explanation, request.top_k)
-        raise AssertionError("unreachable")
+    @rpc(NATIVE_GRPC, "Explain")
+    async def Explain(self, request: pb.ExplainRequest, ctx: RequestContext) -> pb.ExplainResponse:
+        ctx.version = request.model_version
+        class_index = request.class_index if request.HasField("class_index") else None
+        prediction, explanation = await self.core.explain(
+            ctx, converters.image(request.image), class_index
+        )
+        return converters.explain_response(prediction, explanation, request.top_k)
 
+    @rpc(NATIVE_GRPC, "GetModelMetadata")
     async def GetModelMetadata(
-        self, request: pb.GetModelMetadataRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetModelMetadataRequest, ctx: RequestContext
     ) -> pb.ModelMetadata:
-        async with answer(NATIVE_GRPC, "GetModelMetadata", context, self.metrics):
-            default = self.repository.default()
-            return converters.metadata(
-                self.repository.name,
-                self.repository.versions,
-                default.model,
-                default.batcher.max_batch_size,
-            )
-        raise AssertionError("unreachable")
+        return converters.metadata(self.core.metadata(ctx))

@@ -7,11 +7,15 @@ and turning errors into `{"error": "..."}` with the HTTP status of their code.
 
 A protocol module adds its routes through a `Protocol`: a metrics label and a
 function `routes(context) -> list[Route]`. Its handlers take the request and
-its deadline and return a response, raising `ServiceError` (or an aiohttp
+its `RequestContext` (made here: the request id from `X-Request-Id` or a new
+one, sent back in the same header; the deadline; the caller's token
+fingerprint) and return a response, raising `ServiceError` (or an aiohttp
 HTTPException) for anything a client did wrong; they never write error
-bodies themselves. For example:
+bodies themselves. Bodies larger than OFF_LOOP_BYTES are parsed in a worker
+thread (`parse`), so one large request never holds the event loop for long.
+For example:
 
-    async def live(request: web.Request, deadline: float | None) -> web.Response:
+    async def live(request: web.Request, ctx: RequestContext) -> web.Response:
         return web.json_response({"live": True})
 
     PROTOCOL = rest.Protocol(V2_REST, lambda context: [
@@ -25,19 +29,28 @@ SIGTERM from the drain in service.__main__).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.adapters.grpc_calls import INTERNAL_MESSAGE, principal_of
 from service.adapters.grpc_limits import RpcLimit
-from service.adapters.grpc_status import INTERNAL_MESSAGE
-from service.core.classify import Core
-from service.core.errors import DeadlineExceeded, InvalidRequest, ServiceError
+from service.core import (
+    REQUEST_ID_HEADER,
+    Core,
+    DeadlineExceeded,
+    InvalidRequest,
+    RequestContext,
+    ServiceError,
+    request_id,
+)
 from service.security import bearer_problem, ssl_context
 from service.settings import Settings
 
@@ -71,7 +84,12 @@ _CODE_OF_STATUS = {status: code for code, status in HTTP_STATUS.items()} | {
     415: "INVALID_ARGUMENT",
 }
 
-Handler = Callable[[web.Request, float | None], Awaitable[web.StreamResponse]]
+# Bodies up to this size are parsed on the event loop (about a millisecond);
+# larger ones in a worker thread, so health and other callers stay answered.
+OFF_LOOP_BYTES = 256 * 1024
+T = TypeVar("T")
+
+Handler = Callable[[web.Request, RequestContext], Awaitable[web.StreamResponse]]
 
 
 @dataclass(frozen=True)
@@ -81,7 +99,7 @@ class Route:
     Attributes:
         method: the HTTP method.
         path: an aiohttp path pattern, e.g. `/v1/models/{name}`.
-        handler: `handler(request, deadline)`; deadline is a time.monotonic()
+        handler: `handler(request, ctx)`; `ctx.deadline` is a time.monotonic()
             instant or None.
         name: the `method` label of its metrics (e.g. "Predict").
         open: answered without a bearer token (health probes only).
@@ -109,6 +127,26 @@ class Protocol:
 
 def error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def load_json(data: bytes, what: str = "the request body") -> Any:
+    """The JSON document of `data`; InvalidRequest (HTTP 400) for anything else.
+
+    Nesting deeper than Python's recursion limit is a client's mistake too.
+    """
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"{what} is not JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest(f"{what} nests JSON too deeply") from None
+
+
+async def parse(body: bytes, parser: Callable[[bytes], T]) -> T:
+    """`parser(body)`, on the event loop for small bodies, in a worker thread for large ones."""
+    if len(body) <= OFF_LOOP_BYTES:
+        return parser(body)
+    return await asyncio.to_thread(parser, body)
 
 
 def deadline_of(request: web.Request) -> float | None:
@@ -144,7 +182,7 @@ class RestServer:
         limit: RpcLimit,
     ) -> None:
         self.settings = settings
-        self.metrics = context.core.metrics
+        self.core = context.core
         self._tokens = tokens
         self._limit = limit
         self._draining = False
@@ -206,27 +244,36 @@ class RestServer:
 
     async def _metrics(self, request: web.Request) -> web.Response:
         # Unauthenticated, like the probes: scrapers carry no token.
-        body = generate_latest(self.metrics.registry)
+        body = generate_latest(self.core.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def _wrap(
         self, protocol: str, route: Route
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
-            started = time.perf_counter()
-            response, code = await self._answer(request, route)
-            self.metrics.record_rpc(protocol, route.name, code, time.perf_counter() - started)
+            authorization = request.headers.get("Authorization", "")
+            ctx = RequestContext(
+                protocol,
+                route.name,
+                request_id=request_id(request.headers.get(REQUEST_ID_HEADER)),
+                principal=principal_of(authorization),
+            )
+            response, code = await self._answer(request, route, ctx, authorization)
+            response.headers[REQUEST_ID_HEADER] = ctx.request_id
+            self.core.finish(ctx, code, time.perf_counter() - ctx.started)
             return response
 
         return handle
 
-    async def _answer(self, request: web.Request, route: Route) -> tuple[web.StreamResponse, str]:
+    async def _answer(
+        self, request: web.Request, route: Route, ctx: RequestContext, authorization: str
+    ) -> tuple[web.StreamResponse, str]:
         if self._draining:
             refused = error(503, SHUTTING_DOWN)
             refused.force_close()
             return refused, "UNAVAILABLE"
         if not route.open and self._tokens:
-            problem = bearer_problem(self._tokens, request.headers.get("Authorization", ""))
+            problem = bearer_problem(self._tokens, authorization)
             if problem is not None:
                 denied = error(401, problem)
                 denied.headers["WWW-Authenticate"] = "Bearer"
@@ -237,7 +284,7 @@ class RestServer:
         self._in_flight += 1
         self._idle.clear()
         try:
-            return await self._run(request, route), "OK"
+            return await self._run(request, route, ctx), "OK"
         except ServiceError as exc:
             return error(HTTP_STATUS.get(exc.code, 500), exc.message), exc.code
         except web.HTTPException as exc:
@@ -258,18 +305,20 @@ class RestServer:
             if self._in_flight == 0:
                 self._idle.set()
 
-    async def _run(self, request: web.Request, route: Route) -> web.StreamResponse:
+    async def _run(
+        self, request: web.Request, route: Route, ctx: RequestContext
+    ) -> web.StreamResponse:
         length = request.content_length
         if length is not None and length > self.settings.max_message_bytes:
             raise web.HTTPRequestEntityTooLarge(
                 max_size=self.settings.max_message_bytes, actual_size=length
             )
-        deadline = deadline_of(request)
+        deadline = ctx.deadline = deadline_of(request)
         if deadline is None:
-            return await route.handler(request, deadline)
+            return await route.handler(request, ctx)
         try:
             async with asyncio.timeout_at(_loop_time(deadline)):
-                return await route.handler(request, deadline)
+                return await route.handler(request, ctx)
         except TimeoutError:
             raise DeadlineExceeded(
                 "deadline passed before the request was answered (its timeout)"

@@ -1,28 +1,33 @@
-"""What TensorFlow Serving's gRPC and REST APIs share: model specs, signatures, states.
+"""TensorFlow Serving's API without its transport: what its gRPC and REST adapters share.
 
-Both adapters resolve a request's model name, version and signature here,
-build the metadata TF Serving returns (a SignatureDefMap of the two
-signatures every export has) and report version states in TF Serving's
-terms. Only protobuf messages are built: nothing here runs TensorFlow.
+Each adapter turns its wire format (protobuf messages, JSON) into a model
+name, version or label, a signature name, input names and the core's
+images, and calls here: the request context is filled in, the signature
+and inputs checked, the images classified, metadata and version states
+built. Only protobuf messages are built for metadata (the SignatureDefMap
+both APIs return): nothing here runs TensorFlow or knows gRPC or HTTP.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from tensorflow.core.framework import tensor_shape_pb2, types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2
 
 from model import layout
-from service.core.errors import (
+from service.core import (
+    Core,
+    Images,
     InvalidRequest,
-    VersionNotFound,
+    ModelInfo,
+    Prediction,
+    RequestContext,
+    VersionStatus,
 )
-from service.core.repository import ModelRepository, Prediction
-from service.core.runtime import LoadedModel
-from service.core.versions import VersionStatus
 
 # tf.Example feature that holds an image for Classify (the TF object detection
 # and image datasets' convention).
@@ -45,19 +50,22 @@ SIGNATURES = {
 OUTPUT = layout.OUTPUT
 
 
-def version_of(version: int | None, label: str = "") -> int:
-    """The version number the core takes (0: the latest) from a spec's version or label."""
-    if label:
-        raise InvalidRequest(
-            f"version label {label!r}: this server has no version labels; "
-            "name a version number, or none for the latest"
-        )
+def context(ctx: RequestContext, name: str, version: int | None, label: str = "") -> RequestContext:
+    """`ctx` naming the model spec's model, version (None: the latest) or label."""
     if version is not None and version < 1:
         raise InvalidRequest(f"model version must be positive, got {version}")
-    return version or 0
+    if version is not None and label:
+        raise InvalidRequest("give a model version or a version label, not both")
+    return ctx.asking(name, version or 0, label)
 
 
-def signature(name: str) -> Signature:
+def signature(name: Any) -> Signature:
+    """The signature a request names ("" or absent: serving_default)."""
+    if not isinstance(name, str):
+        raise InvalidRequest(
+            f"signature_name must be a string, got {type(name).__name__}; the signatures are "
+            f"{', '.join(SIGNATURES)}"
+        )
     found = SIGNATURES.get(name or layout.SERVING_SIGNATURE)
     if found is None:
         raise InvalidRequest(
@@ -74,18 +82,42 @@ def check_inputs(sig: Signature, keys: Sequence[str]) -> None:
         )
 
 
+def check_outputs(names: Sequence[str]) -> None:
+    """An output filter may name only the one output."""
+    unknown = [name for name in names if name != OUTPUT]
+    if unknown:
+        raise InvalidRequest(
+            f"output_filter names {', '.join(map(repr, unknown))}; the one output is {OUTPUT!r}"
+        )
+
+
+def classify_signature(sig: Signature, verb: str) -> None:
+    """Classify takes encoded images: refuses the pixel signature."""
+    if sig.pixels:
+        raise InvalidRequest(f"{verb} takes encoded images; use Predict (:predict) for {sig.name}")
+
+
+async def predict(core: Core, ctx: RequestContext, images: Images) -> list[Prediction]:
+    """Predict's and Classify's work: every image, answered as a whole."""
+    return await core.classify_all(ctx, images)
+
+
 def ranked(prediction: Prediction) -> list[tuple[str, float]]:
     """Every class with its probability, most probable first (Classify's answer)."""
     return [(label, p) for _, label, p in prediction.top(len(prediction.probabilities))]
 
 
-def statuses(repository: ModelRepository, version: int) -> list[VersionStatus]:
-    """Every version's state (version 0), or the one asked for; NOT_FOUND when unknown."""
-    found = [s for s in repository.statuses() if version in (0, s.version)]
-    if not found:
-        what = f"version {version} of model" if version else "any version of model"
-        raise VersionNotFound(f"could not find {what} {repository.name!r}")
-    return found
+def statuses(core: Core, ctx: RequestContext) -> list[VersionStatus]:
+    """Every version's state (no version asked), or the one asked for; NOT_FOUND when unknown."""
+    return core.version_states(ctx)
+
+
+def metadata(
+    core: Core, ctx: RequestContext
+) -> tuple[ModelInfo, get_model_metadata_pb2.SignatureDefMap]:
+    """The version asked (the latest by default) and its signatures as TF Serving lists them."""
+    info = core.metadata(ctx)
+    return info, signature_def_map(len(info.labels))
 
 
 def _tensor_info(name: str, dtype: int, dims: Sequence[int]) -> meta_graph_pb2.TensorInfo:
@@ -95,9 +127,8 @@ def _tensor_info(name: str, dtype: int, dims: Sequence[int]) -> meta_graph_pb2.T
     return meta_graph_pb2.TensorInfo(name=name, dtype=dtype, tensor_shape=shape)  # type: ignore[arg-type]
 
 
-def signature_def_map(model: LoadedModel) -> get_model_metadata_pb2.SignatureDefMap:
+def signature_def_map(classes: int) -> get_model_metadata_pb2.SignatureDefMap:
     """The export's signatures as TF Serving's GetModelMetadata describes them."""
-    classes = len(model.labels)
     output = {OUTPUT: _tensor_info("StatefulPartitionedCall:0", types_pb2.DT_FLOAT, [-1, classes])}
     defs = get_model_metadata_pb2.SignatureDefMap()
     defs.signature_def[layout.SERVING_SIGNATURE].CopyFrom(

@@ -12,8 +12,6 @@ TensorProtos are read and written as bytes with numpy (no TensorFlow call).
 
 from __future__ import annotations
 
-import time
-
 import grpc
 import numpy as np
 from google.protobuf import any_pb2, wrappers_pb2
@@ -24,35 +22,48 @@ from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
     model_pb2,
+    model_service_pb2,
     predict_pb2,
+    prediction_service_pb2,
     prediction_service_pb2_grpc,
     status_pb2,
 )
 from tensorflow_serving.apis import model_service_pb2_grpc as model_service_grpc
 
 from service.adapters import tfserving
-from service.adapters.grpc_status import answer
-from service.core.classify import Core, Encoded, Pixels, RawImage
-from service.core.errors import InvalidImage, InvalidRequest, Unimplemented
-from service.core.protocols import TFSERVING_GRPC
-from service.core.repository import Prediction
+from service.adapters.grpc_calls import rpc
+from service.core import (
+    TFSERVING_GRPC,
+    Core,
+    Encoded,
+    Images,
+    InvalidImage,
+    InvalidRequest,
+    Lazy,
+    PixelBlock,
+    Prediction,
+    RawImage,
+    RequestContext,
+    Unimplemented,
+)
 
-PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
-MODEL_SERVICE = "tensorflow.serving.ModelService"
+# The services' own file modules: the *_pb2_grpc stubs import only the message
+# files, so without these the services' descriptors were never registered and
+# reflection listed the services but could not describe them.
+PREDICTION_SERVICE = prediction_service_pb2.DESCRIPTOR.services_by_name[
+    "PredictionService"
+].full_name
+MODEL_SERVICE = model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name
 
 
-def _deadline(context: grpc.aio.ServicerContext) -> float | None:
-    remaining = context.time_remaining()
-    return None if remaining is None else time.monotonic() + remaining
+def _spec(ctx: RequestContext, spec: model_pb2.ModelSpec) -> RequestContext:
+    version = spec.version.value if spec.HasField("version") else None
+    return tfserving.context(ctx, spec.name, version, spec.version_label)
 
 
-def _version(spec: model_pb2.ModelSpec) -> int:
-    has_version = spec.HasField("version")
-    return tfserving.version_of(spec.version.value if has_version else None, spec.version_label)
-
-
-def images_of(tensor: tensor_pb2.TensorProto, sig: tfserving.Signature) -> list[RawImage]:
-    """The images of a Predict input, as the core takes them."""
+def images_of(core: Core, tensor: tensor_pb2.TensorProto, sig: tfserving.Signature) -> Images:
+    """The images of a Predict input, as the core takes them; the claim is admitted
+    (count, and a pixel tensor's shape) before any image is read."""
     dims = [d.size for d in tensor.tensor_shape.dim]
     kind = types_pb2.DataType.Name(tensor.dtype)
     if not sig.pixels:
@@ -60,20 +71,26 @@ def images_of(tensor: tensor_pb2.TensorProto, sig: tfserving.Signature) -> list[
             raise InvalidRequest(
                 f"input {sig.input!r} must be DT_STRING [N] encoded images, got {kind} {dims}"
             )
-        return [Encoded(data) for data in tensor.string_val]
+        count = len(tensor.string_val)
+        if dims != [count] and not (dims == [] and count == 1):
+            raise InvalidRequest(f"input {sig.input!r} says shape {dims} but holds {count} strings")
+        core.admit(count)
+        return Lazy(tensor.string_val, _encoded)
     if tensor.dtype != types_pb2.DT_UINT8 or len(dims) != 4 or min(dims) < 0:
         raise InvalidRequest(
             f"input {sig.input!r} must be DT_UINT8 [N, height, width, channels], got {kind} {dims}"
         )
+    count, height, width, channels = dims
+    core.admit(count, (height, width, channels))
     try:
         data = tensor.tensor_content or bytes(tensor.int_val)
     except ValueError:
         raise InvalidImage("pixel values must be 0-255") from None
-    count, height, width, channels = dims
-    size = height * width * channels
-    if len(data) != count * size:
-        raise InvalidImage(f"pixel data is {len(data)} bytes; shape {dims} needs {count * size}")
-    return [Pixels(data[i * size : (i + 1) * size], height, width, channels) for i in range(count)]
+    return PixelBlock(data, count, height, width, channels)
+
+
+def _encoded(index: int, data: bytes) -> RawImage:
+    return Encoded(data)
 
 
 def probabilities_tensor(predictions: list[Prediction]) -> tensor_pb2.TensorProto:
@@ -115,148 +132,117 @@ def _example_image(example: example_pb2.Example, context: example_pb2.Example | 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, core: Core) -> None:
         self.core = core
-        self.repository = core.repository
-        self.metrics = core.metrics
 
+    @rpc(TFSERVING_GRPC, "Predict")
     async def Predict(
-        self, request: predict_pb2.PredictRequest, context: grpc.aio.ServicerContext
+        self, request: predict_pb2.PredictRequest, ctx: RequestContext
     ) -> predict_pb2.PredictResponse:
-        async with answer(TFSERVING_GRPC, "Predict", context, self.metrics):
-            spec = request.model_spec
-            self.core.check_model(spec.name)
-            sig = tfserving.signature(spec.signature_name)
-            tfserving.check_inputs(sig, list(request.inputs))
-            unknown = [name for name in request.output_filter if name != tfserving.OUTPUT]
-            if unknown:
-                raise InvalidRequest(
-                    f"output_filter names {', '.join(map(repr, unknown))}; the one output is "
-                    f"{tfserving.OUTPUT!r}"
-                )
-            raws = images_of(request.inputs[sig.input], sig)
-            predictions = await self.core.classify_all(
-                TFSERVING_GRPC, raws, _version(spec), _deadline(context)
-            )
-            response = predict_pb2.PredictResponse(
-                model_spec=_answered_spec(spec, predictions[0].version, sig.name)
-            )
-            response.outputs[tfserving.OUTPUT].CopyFrom(probabilities_tensor(predictions))
-            return response
-        raise AssertionError("unreachable: answer() aborts or returns")
+        spec = request.model_spec
+        _spec(ctx, spec)
+        sig = tfserving.signature(spec.signature_name)
+        tfserving.check_inputs(sig, list(request.inputs))
+        tfserving.check_outputs(list(request.output_filter))
+        images = images_of(self.core, request.inputs[sig.input], sig)
+        predictions = await tfserving.predict(self.core, ctx, images)
+        response = predict_pb2.PredictResponse(
+            model_spec=_answered_spec(spec, predictions[0].version, sig.name)
+        )
+        response.outputs[tfserving.OUTPUT].CopyFrom(probabilities_tensor(predictions))
+        return response
 
+    @rpc(TFSERVING_GRPC, "Classify")
     async def Classify(
-        self, request: classification_pb2.ClassificationRequest, context: grpc.aio.ServicerContext
+        self, request: classification_pb2.ClassificationRequest, ctx: RequestContext
     ) -> classification_pb2.ClassificationResponse:
-        async with answer(TFSERVING_GRPC, "Classify", context, self.metrics):
-            spec = request.model_spec
-            self.core.check_model(spec.name)
-            sig = tfserving.signature(spec.signature_name)
-            if sig.pixels:
-                raise InvalidRequest(
-                    f"Classify takes encoded images in tf.Examples; use Predict for {sig.name}"
+        spec = request.model_spec
+        _spec(ctx, spec)
+        sig = tfserving.signature(spec.signature_name)
+        tfserving.classify_signature(sig, "Classify")
+        if request.input.WhichOneof("kind") == "example_list_with_context":
+            examples = request.input.example_list_with_context.examples
+            shared: example_pb2.Example | None = request.input.example_list_with_context.context
+        else:
+            examples, shared = request.input.example_list.examples, None
+        self.core.admit(len(examples))
+        images = Lazy(examples, lambda _, example: _example_image(example, shared))
+        predictions = await tfserving.predict(self.core, ctx, images)
+        result = classification_pb2.ClassificationResult(
+            classifications=[
+                classification_pb2.Classifications(
+                    classes=[
+                        classification_pb2.Class(label=label, score=score)
+                        for label, score in tfserving.ranked(p)
+                    ]
                 )
-            kind = request.input.WhichOneof("kind")
-            if kind == "example_list_with_context":
-                examples = request.input.example_list_with_context.examples
-                shared = request.input.example_list_with_context.context
-            else:
-                examples, shared = request.input.example_list.examples, None
-            raws = [_example_image(example, shared) for example in examples]
-            predictions = await self.core.classify_all(
-                TFSERVING_GRPC, raws, _version(spec), _deadline(context)
-            )
-            result = classification_pb2.ClassificationResult(
-                classifications=[
-                    classification_pb2.Classifications(
-                        classes=[
-                            classification_pb2.Class(label=label, score=score)
-                            for label, score in tfserving.ranked(p)
-                        ]
-                    )
-                    for p in predictions
-                ]
-            )
-            return classification_pb2.ClassificationResponse(
-                model_spec=_answered_spec(spec, predictions[0].version, sig.name), result=result
-            )
-        raise AssertionError("unreachable")
+                for p in predictions
+            ]
+        )
+        return classification_pb2.ClassificationResponse(
+            model_spec=_answered_spec(spec, predictions[0].version, sig.name), result=result
+        )
 
-    async def Regress(self, request: object, context: grpc.aio.ServicerContext) -> object:
-        async with answer(TFSERVING_GRPC, "Regress", context, self.metrics):
-            raise Unimplemented(
-                "Regress is not served: this is an image classifier; use Classify or Predict"
-            )
-        raise AssertionError("unreachable")
+    @rpc(TFSERVING_GRPC, "Regress")
+    async def Regress(self, request: object, ctx: RequestContext) -> object:
+        raise Unimplemented(
+            "Regress is not served: this is an image classifier; use Classify or Predict"
+        )
 
-    async def MultiInference(self, request: object, context: grpc.aio.ServicerContext) -> object:
-        async with answer(TFSERVING_GRPC, "MultiInference", context, self.metrics):
-            raise Unimplemented(
-                "MultiInference is not served: send one Classify or Predict call per task"
-            )
-        raise AssertionError("unreachable")
+    @rpc(TFSERVING_GRPC, "MultiInference")
+    async def MultiInference(self, request: object, ctx: RequestContext) -> object:
+        raise Unimplemented(
+            "MultiInference is not served: send one Classify or Predict call per task"
+        )
 
+    @rpc(TFSERVING_GRPC, "GetModelMetadata")
     async def GetModelMetadata(
-        self,
-        request: get_model_metadata_pb2.GetModelMetadataRequest,
-        context: grpc.aio.ServicerContext,
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest, ctx: RequestContext
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
-        async with answer(TFSERVING_GRPC, "GetModelMetadata", context, self.metrics):
-            spec = request.model_spec
-            self.core.check_model(spec.name)
-            fields = list(request.metadata_field)
-            if fields != [tfserving.SIGNATURE_DEF]:
-                raise InvalidRequest(
-                    f"metadata_field must be [{tfserving.SIGNATURE_DEF!r}] (the one field "
-                    f"served), got {fields}"
-                )
-            model = self.repository.get(_version(spec)).model
-            packed = any_pb2.Any()
-            packed.Pack(tfserving.signature_def_map(model))
-            response = get_model_metadata_pb2.GetModelMetadataResponse(
-                model_spec=_answered_spec(spec, model.version, "")
+        spec = request.model_spec
+        _spec(ctx, spec)
+        fields = list(request.metadata_field)
+        if fields != [tfserving.SIGNATURE_DEF]:
+            raise InvalidRequest(
+                f"metadata_field must be [{tfserving.SIGNATURE_DEF!r}] (the one field "
+                f"served), got {fields}"
             )
-            response.metadata[tfserving.SIGNATURE_DEF].CopyFrom(packed)
-            return response
-        raise AssertionError("unreachable")
+        info, defs = tfserving.metadata(self.core, ctx)
+        packed = any_pb2.Any()
+        packed.Pack(defs)
+        response = get_model_metadata_pb2.GetModelMetadataResponse(
+            model_spec=_answered_spec(spec, info.version, "")
+        )
+        response.metadata[tfserving.SIGNATURE_DEF].CopyFrom(packed)
+        return response
 
 
 class ModelServicer(model_service_grpc.ModelServiceServicer):
     def __init__(self, core: Core) -> None:
         self.core = core
-        self.repository = core.repository
-        self.metrics = core.metrics
 
+    @rpc(TFSERVING_GRPC, "GetModelStatus")
     async def GetModelStatus(
-        self,
-        request: get_model_status_pb2.GetModelStatusRequest,
-        context: grpc.aio.ServicerContext,
+        self, request: get_model_status_pb2.GetModelStatusRequest, ctx: RequestContext
     ) -> get_model_status_pb2.GetModelStatusResponse:
-        async with answer(TFSERVING_GRPC, "GetModelStatus", context, self.metrics):
-            spec = request.model_spec
-            self.core.check_model(spec.name)
-            statuses = tfserving.statuses(self.repository, _version(spec))
-            return get_model_status_pb2.GetModelStatusResponse(
-                model_version_status=[
-                    get_model_status_pb2.ModelVersionStatus(
-                        version=s.version,
-                        state=get_model_status_pb2.ModelVersionStatus.State.Value(s.state.value),
-                        status=status_pb2.StatusProto(
-                            error_code=_error_code(s.error), error_message=s.error
-                        ),
-                    )
-                    for s in statuses
-                ]
-            )
-        raise AssertionError("unreachable")
+        statuses = tfserving.statuses(self.core, _spec(ctx, request.model_spec))
+        return get_model_status_pb2.GetModelStatusResponse(
+            model_version_status=[
+                get_model_status_pb2.ModelVersionStatus(
+                    version=s.version,
+                    state=get_model_status_pb2.ModelVersionStatus.State.Value(s.state.value),
+                    status=status_pb2.StatusProto(
+                        error_code=_error_code(s.error), error_message=s.error
+                    ),
+                )
+                for s in statuses
+            ]
+        )
 
-    async def HandleReloadConfigRequest(
-        self, request: object, context: grpc.aio.ServicerContext
-    ) -> object:
-        async with answer(TFSERVING_GRPC, "HandleReloadConfigRequest", context, self.metrics):
-            raise Unimplemented(
-                "HandleReloadConfigRequest is not served: the server loads the versions it "
-                "finds in --model-dir (see --versions)"
-            )
-        raise AssertionError("unreachable")
+    @rpc(TFSERVING_GRPC, "HandleReloadConfigRequest")
+    async def HandleReloadConfigRequest(self, request: object, ctx: RequestContext) -> object:
+        raise Unimplemented(
+            "HandleReloadConfigRequest is not served: the server loads the versions it "
+            "finds in --model-dir (see --versions)"
+        )
 
 
 def _error_code(error: str) -> int:

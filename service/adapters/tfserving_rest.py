@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any
 
 import numpy as np
@@ -29,25 +28,33 @@ from aiohttp import web
 from google.protobuf import json_format
 
 from service.adapters import rest, tfserving
-from service.core.classify import Core, Encoded, Pixels, RawImage
-from service.core.errors import InvalidImage, InvalidRequest
-from service.core.protocols import TFSERVING_REST
-from service.core.repository import Prediction
+from service.core import (
+    TFSERVING_REST,
+    Core,
+    Encoded,
+    InvalidImage,
+    InvalidRequest,
+    Pixels,
+    RawImage,
+    RequestContext,
+)
 
 NAME = "{name:[^/:]+}"
 VERSION = "{version:[0-9]+}"
 
 
-def _version(request: web.Request) -> int:
-    raw = request.match_info.get("version")
-    return tfserving.version_of(int(raw) if raw is not None else None)
+def _spec(request: web.Request, ctx: RequestContext) -> RequestContext:
+    raw = request.match_info.get("version")  # ASCII digits: the route's pattern
+    return tfserving.context(ctx, request.match_info["name"], int(raw) if raw else None)
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.read())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"the request body is not JSON: {exc}") from None
+def _served(core: Core, request: web.Request, ctx: RequestContext) -> None:
+    """The model and version asked are served: checked before the body is read."""
+    core.check(_spec(request, ctx))
+
+
+def _body(data: bytes) -> dict[str, Any]:
+    body = rest.load_json(data)
     if not isinstance(body, dict):
         raise InvalidRequest("the request body must be a JSON object")
     return body
@@ -57,16 +64,17 @@ def _encoded(value: Any, where: str) -> RawImage:
     if not (isinstance(value, dict) and list(value) == ["b64"] and isinstance(value["b64"], str)):
         raise InvalidImage(f'{where}: an encoded image must be {{"b64": "<base64 bytes>"}}')
     try:
-        return Encoded(base64.b64decode(value["b64"], validate=True))
-    except binascii.Error:
+        return Encoded(base64.b64decode(value["b64"].encode("ascii"), validate=True))
+    except (binascii.Error, UnicodeEncodeError):
         raise InvalidImage(f"{where}: the b64 value is not valid base64") from None
 
 
 def _pixels(value: Any, where: str) -> RawImage:
     try:
         array = np.asarray(value)
-    except ValueError:
-        array = np.asarray(None)  # ragged lists: refused below
+    except (ValueError, RecursionError):
+        array = np.asarray(None)  # ragged or absurdly nested lists: refused below
+    # dtype kind "iu": JSON true/false would make a bool array, floats an "f" one.
     if array.ndim != 3 or array.dtype.kind not in "iu" or array.size == 0:
         raise InvalidImage(f"{where}: pixels must be integer lists [height][width][channels]")
     if array.min() < 0 or array.max() > 255:
@@ -75,14 +83,20 @@ def _pixels(value: Any, where: str) -> RawImage:
     return Pixels(array.astype(np.uint8).tobytes(), height, width, channels)
 
 
-def images_of(body: dict[str, Any], sig: tfserving.Signature) -> tuple[list[RawImage], bool]:
-    """The images of a :predict body, and whether it used the row format ("instances")."""
+def images_of(
+    core: Core, body: dict[str, Any], sig: tfserving.Signature
+) -> tuple[list[RawImage], bool]:
+    """The images of a :predict body, and whether it used the row format ("instances").
+
+    The count is admitted before any image is converted.
+    """
     convert = _pixels if sig.pixels else _encoded
     if ("instances" in body) == ("inputs" in body):
         raise InvalidRequest('the body must hold exactly one of "instances" and "inputs"')
     rows = "instances" in body
     data = body["instances" if rows else "inputs"]
     if rows and isinstance(data, list):
+        core.admit(len(data))
         # Each instance is the image itself, or {"<input name>": image}.
         named = [
             item[sig.input] if isinstance(item, dict) and list(item) == [sig.input] else item
@@ -94,6 +108,7 @@ def images_of(body: dict[str, Any], sig: tfserving.Signature) -> tuple[list[RawI
             tfserving.check_inputs(sig, list(data))
             data = data[sig.input]
         if isinstance(data, list):
+            core.admit(len(data))
             return [convert(v, f"input {i}") for i, v in enumerate(data)], False
     raise InvalidRequest(
         f'"{"instances" if rows else "inputs"}" must be a list of images '
@@ -101,11 +116,14 @@ def images_of(body: dict[str, Any], sig: tfserving.Signature) -> tuple[list[RawI
     )
 
 
-def _classify_images(body: dict[str, Any]) -> list[RawImage]:
+def _classify_images(core: Core, body: dict[str, Any]) -> list[RawImage]:
     examples = body.get("examples")
     if not isinstance(examples, list):
         raise InvalidRequest('the body must hold "examples": a list of objects')
-    context = body.get("context") or {}
+    context = body.get("context", {})
+    if not isinstance(context, dict):
+        raise InvalidRequest('"context" must be an object of features shared by every example')
+    core.admit(len(examples))
     images = []
     for i, example in enumerate(examples):
         merged = {**context, **example} if isinstance(example, dict) else None
@@ -132,44 +150,50 @@ def _class_indices(given: Any, count: int) -> list[int | None]:
 
 def routes(context: rest.Context) -> list[rest.Route]:
     core: Core = context.core
-    repository = core.repository
 
-    async def predictions(
-        request: web.Request, raws: list[RawImage], deadline: float | None
-    ) -> list[Prediction]:
-        return await core.classify_all(TFSERVING_REST, raws, _version(request), deadline)
+    async def predict(request: web.Request, ctx: RequestContext) -> web.Response:
+        _served(core, request, ctx)
 
-    async def predict(request: web.Request, deadline: float | None) -> web.Response:
-        core.check_model(request.match_info["name"])
-        body = await _body(request)
-        sig = tfserving.signature(body.get("signature_name", ""))
-        raws, rows = images_of(body, sig)
-        found = await predictions(request, raws, deadline)
+        def parsed(data: bytes) -> tuple[list[RawImage], bool]:
+            body = _body(data)
+            return images_of(core, body, tfserving.signature(body.get("signature_name", "")))
+
+        raws, rows = await rest.parse(await request.read(), parsed)
+        found = await tfserving.predict(core, ctx, raws)
         values = [p.probabilities.tolist() for p in found]
         return web.json_response({"predictions": values} if rows else {"outputs": values})
 
-    async def classify(request: web.Request, deadline: float | None) -> web.Response:
-        core.check_model(request.match_info["name"])
-        body = await _body(request)
-        if tfserving.signature(body.get("signature_name", "")).pixels:
-            raise InvalidRequest(":classify takes encoded images; use :predict for pixels")
-        found = await predictions(request, _classify_images(body), deadline)
+    async def classify(request: web.Request, ctx: RequestContext) -> web.Response:
+        _served(core, request, ctx)
+
+        def parsed(data: bytes) -> list[RawImage]:
+            body = _body(data)
+            tfserving.classify_signature(
+                tfserving.signature(body.get("signature_name", "")), ":classify"
+            )
+            return _classify_images(core, body)
+
+        found = await tfserving.predict(core, ctx, await rest.parse(await request.read(), parsed))
         ranked = [[[label, score] for label, score in tfserving.ranked(p)] for p in found]
         return web.json_response({"result": ranked})
 
-    async def explain(request: web.Request, deadline: float | None) -> web.Response:
-        """KServe's V1 `:explain` verb: Grad-CAM of each instance (README "Explanations")."""
-        core.check_model(request.match_info["name"])
-        body = await _body(request)
-        raws, _ = images_of(body, tfserving.signature(""))
-        wanted = _class_indices(body.get("class_index"), len(raws))
-        top_k = body.get("top_k", 5)
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0:
-            raise InvalidRequest(f'"top_k" must be a whole number >= 0, got {top_k!r}')
-        answers = await core.explain_all(TFSERVING_REST, raws, wanted, _version(request), deadline)
+    async def explain(request: web.Request, ctx: RequestContext) -> web.Response:
+        """KServe's V1 `:explain` verb: Grad-CAM of each instance (see "Explanations")."""
+        _served(core, request, ctx)
+
+        def parsed(data: bytes) -> tuple[list[RawImage], list[int | None], int]:
+            body = _body(data)
+            raws, _ = images_of(core, body, tfserving.signature(""))
+            top_k = body.get("top_k", 5)
+            if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0:
+                raise InvalidRequest(f'"top_k" must be a whole number >= 0, got {top_k!r}')
+            return raws, _class_indices(body.get("class_index"), len(raws)), top_k
+
+        raws, wanted, top_k = await rest.parse(await request.read(), parsed)
+        answers = await core.explain_all(ctx, raws, wanted)
         return web.json_response(
             {
-                "model_spec": {"name": repository.name, "version": str(answers[0][0].version)},
+                "model_spec": {"name": core.model_name, "version": str(answers[0][0].version)},
                 "explanations": [
                     {
                         "class_index": explanation.class_index,
@@ -184,9 +208,8 @@ def routes(context: rest.Context) -> list[rest.Route]:
             }
         )
 
-    async def status(request: web.Request, deadline: float | None) -> web.Response:
-        core.check_model(request.match_info["name"])
-        found = tfserving.statuses(repository, _version(request))
+    async def status(request: web.Request, ctx: RequestContext) -> web.Response:
+        found = tfserving.statuses(core, _spec(request, ctx))
         return web.json_response(
             {
                 "model_version_status": [
@@ -203,13 +226,10 @@ def routes(context: rest.Context) -> list[rest.Route]:
             }
         )
 
-    async def metadata(request: web.Request, deadline: float | None) -> web.Response:
-        core.check_model(request.match_info["name"])
-        model = repository.get(_version(request)).model
-        defs = json_format.MessageToDict(
-            tfserving.signature_def_map(model), preserving_proto_field_name=True
-        )
-        spec = {"name": repository.name, "signature_name": "", "version": str(model.version)}
+    async def metadata(request: web.Request, ctx: RequestContext) -> web.Response:
+        info, signatures = tfserving.metadata(core, _spec(request, ctx))
+        defs = json_format.MessageToDict(signatures, preserving_proto_field_name=True)
+        spec = {"name": info.name, "signature_name": "", "version": str(info.version)}
         return web.json_response({"model_spec": spec, "metadata": {"signature_def": defs}})
 
     routes = []

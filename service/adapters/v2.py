@@ -21,13 +21,22 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata as package_metadata
+from itertools import repeat
 from typing import Any
 
 import numpy as np
 
-from service.core.classify import Core, Encoded, Pixels, RawImage
-from service.core.errors import InvalidRequest, ServiceError
-from service.core.repository import Prediction
+from service.core import (
+    Core,
+    Encoded,
+    Images,
+    InvalidRequest,
+    Lazy,
+    PixelBlock,
+    Prediction,
+    RequestContext,
+    version_number,
+)
 
 SERVER_NAME = "vggserve"
 PLATFORM = "tensorflow_savedmodel"
@@ -50,14 +59,16 @@ class Tensor:
 
     `raw` is the row-major byte form (BYTES elements each prefixed by their
     4-byte little-endian length, as Triton serialises them); `elements` the
-    typed form (bytes for BYTES, ints for UINT8). Exactly one is set.
+    typed form (for BYTES, bytes or a converter's input; for UINT8, ints),
+    any sequence whose length is known without reading it (a protobuf
+    repeated field, a JSON list). Exactly one is set.
     """
 
     name: str
     datatype: str
     shape: tuple[int, ...]
     raw: bytes | None = None
-    elements: Sequence[bytes] | Sequence[int] | None = None
+    elements: Sequence[Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -96,10 +107,19 @@ class InferResponse:
 # --- wire helpers ----------------------------------------------------------------------------
 
 
-def split_bytes(raw: bytes, name: str) -> list[bytes]:
-    """BYTES elements from their serialised form (length-prefixed, back to back)."""
-    items, offset = [], 0
+def split_bytes(raw: bytes, name: str, most: int) -> list[bytes]:
+    """BYTES elements from their serialised form (length-prefixed, back to back).
+
+    Stops with an error past `most` elements: the walk is per element, so it
+    is bounded before it starts.
+    """
+    items: list[bytes] = []
+    offset = 0
     while offset < len(raw):
+        if len(items) == most:
+            raise InvalidRequest(
+                f"input '{name}': the BYTES data holds more than the {most} elements its shape says"
+            )
         if offset + 4 > len(raw):
             raise InvalidRequest(f"input '{name}': BYTES data ends inside an element's length")
         (size,) = _LENGTH.unpack_from(raw, offset)
@@ -118,24 +138,21 @@ def join_bytes(items: Sequence[bytes]) -> bytes:
     return b"".join(_LENGTH.pack(len(item)) + item for item in items)
 
 
-def parse_version(text: str) -> int:
-    """The V2 version string as the core's number (0: the latest)."""
-    if not text:
-        return 0
-    if not text.isdigit() or int(text) == 0:
-        raise InvalidRequest(f"model version must be a positive integer, got '{text}'")
-    return int(text)
+def context(ctx: RequestContext, model: str, version: str) -> RequestContext:
+    """`ctx` naming the model and the V2 version string asked ("": the latest)."""
+    return ctx.asking(model, version_number(version))
 
 
 # --- inputs ------------------------------------------------------------------------------------
 
 
-def images(tensor: Tensor) -> list[RawImage]:
-    """The core's images from the one input tensor (shape and size checked)."""
+def images(core: Core, tensor: Tensor) -> Images:
+    """The core's images from the one input tensor: its shape is admitted as a whole
+    (count, sides, channels, byte length) before any element is read."""
     if tensor.name == IMAGES and tensor.datatype == "BYTES":
-        return _encoded(tensor)
+        return _encoded(core, tensor)
     if tensor.name == PIXELS and tensor.datatype == "UINT8":
-        return _pixels(tensor)
+        return _pixels(core, tensor)
     raise InvalidRequest(f"input '{tensor.name}' of type {tensor.datatype}: {_INPUT_HELP}")
 
 
@@ -145,26 +162,31 @@ def _count(shape: tuple[int, ...], name: str) -> int:
     return math.prod(shape)  # Python ints: a hostile shape cannot overflow
 
 
-def _encoded(tensor: Tensor) -> list[RawImage]:
+def _encoded(core: Core, tensor: Tensor) -> Images:
     if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
         raise InvalidRequest(
             f"input '{IMAGES}' has shape {list(tensor.shape)}; send [N] (or [N, 1]) images"
         )
-    if tensor.raw is not None:
-        elements = split_bytes(tensor.raw, IMAGES)
-    else:
-        elements = [bytes(e) for e in tensor.elements or []]  # type: ignore[arg-type]
     expected = _count(tensor.shape, IMAGES)
+    core.admit(expected)
+    elements: Sequence[Any] = (
+        split_bytes(tensor.raw, IMAGES, expected)
+        if tensor.raw is not None
+        else tensor.elements or []
+    )
     if len(elements) != expected:
         raise InvalidRequest(
             f"input '{IMAGES}' has shape {list(tensor.shape)} but {len(elements)} elements"
         )
-    if expected == 0:
-        raise InvalidRequest(f"input '{IMAGES}' holds no image")
-    return [Encoded(e) for e in elements]
+    return Lazy(elements, _as_encoded)
 
 
-def _pixels(tensor: Tensor) -> list[RawImage]:
+def _as_encoded(index: int, element: Any) -> Encoded:
+    # REST's elements arrive already decoded (as Encoded, lazily); gRPC's as bytes.
+    return element if isinstance(element, Encoded) else Encoded(bytes(element))
+
+
+def _pixels(core: Core, tensor: Tensor) -> Images:
     shape = tensor.shape
     if len(shape) == 3:
         shape = (1, *shape)
@@ -172,35 +194,51 @@ def _pixels(tensor: Tensor) -> list[RawImage]:
         raise InvalidRequest(
             f"input '{PIXELS}' has shape {list(tensor.shape)}; send [N, H, W, C] or [H, W, C]"
         )
+    _count(shape, PIXELS)  # no negative side
+    n, height, width, channels = shape
+    core.admit(n, (height, width, channels))
     if tensor.raw is not None:
         data = tensor.raw
     else:
         values = tensor.elements or []
-        if any(not isinstance(v, int) or not 0 <= v <= 255 for v in values):
-            raise InvalidRequest(f"input '{PIXELS}' is UINT8: every value must be 0..255")
-        data = bytes(values)  # type: ignore[arg-type]
-    n, height, width, channels = shape
-    expected = _count(shape, PIXELS)
-    if len(data) != expected:
-        raise InvalidRequest(
-            f"input '{PIXELS}' has shape {list(tensor.shape)}, which needs {expected} bytes; "
-            f"got {len(data)}"
-        )
-    if n == 0:
-        raise InvalidRequest(f"input '{PIXELS}' holds no image")
-    size = height * width * channels
-    return [Pixels(data[i * size : (i + 1) * size], height, width, channels) for i in range(n)]
+        expected = n * height * width * channels
+        if len(values) != expected:
+            raise InvalidRequest(
+                f"input '{PIXELS}' has shape {list(tensor.shape)}, which needs {expected} "
+                f"values; got {len(values)}"
+            )
+        # bytes() refuses non-integers and values outside 0..255; JSON's true
+        # and false are ints to Python, so they are refused apart.
+        try:
+            data = bytes(values)
+        except (TypeError, ValueError):
+            data = b""
+        if len(data) != expected or any(map(isinstance, values, repeat(bool))):
+            raise InvalidRequest(f"input '{PIXELS}' is UINT8: every value must be 0..255") from None
+    return PixelBlock(data, n, height, width, channels)
 
 
 # --- inference -------------------------------------------------------------------------------
 
 
-async def infer(
-    core: Core, protocol: str, request: InferRequest, deadline: float | None
-) -> InferResponse:
-    """Checks the request, classifies its images together, and builds the outputs."""
-    core.check_model(request.model_name)
-    version = parse_version(request.model_version)
+@dataclass(frozen=True)
+class Prepared:
+    """A request checked and turned into the core's images, ready to classify."""
+
+    images: Images
+    outputs: list[RequestedOutput]
+    id: str
+
+
+def prepare(
+    core: Core, ctx: RequestContext, request: InferRequest, materialize: bool = False
+) -> Prepared:
+    """Checks the request (model, version, inputs, outputs; the images' claim as a whole).
+
+    No I/O and no event loop: REST runs it in a worker thread for large bodies
+    with `materialize` (every image converted there, base64 decoding included).
+    """
+    context(ctx, request.model_name, request.model_version)
     if len(request.inputs) != 1:
         raise InvalidRequest(f"the request has {len(request.inputs)} inputs; {_INPUT_HELP}")
     outputs = list(request.outputs) or [RequestedOutput(PROBABILITIES)]
@@ -211,14 +249,26 @@ async def infer(
             )
         if output.classification < 0:
             raise InvalidRequest(f"'{CLASSIFICATION}' must be 0 or more top classes")
-    raws = images(request.inputs[0])
-    predictions = await core.classify_all(protocol, raws, version, deadline)
+    found = images(core, request.inputs[0])
+    if materialize and not isinstance(found, PixelBlock):
+        found = list(found)
+    return Prepared(found, outputs, request.id)
+
+
+async def answer(core: Core, ctx: RequestContext, prepared: Prepared) -> InferResponse:
+    """Classifies a prepared request's images together and builds the outputs."""
+    predictions = await core.classify_all(ctx, prepared.images)
     return InferResponse(
-        model_name=core.repository.name,
+        model_name=core.model_name,
         model_version=str(predictions[0].version),
-        outputs=[_output(output, predictions) for output in outputs],
-        id=request.id,
+        outputs=[_output(output, predictions) for output in prepared.outputs],
+        id=prepared.id,
     )
+
+
+async def infer(core: Core, ctx: RequestContext, request: InferRequest) -> InferResponse:
+    """`prepare`, then `answer` (gRPC: the message is parsed already)."""
+    return await answer(core, ctx, prepare(core, ctx, request))
 
 
 def _output(output: RequestedOutput, predictions: list[Prediction]) -> OutputTensor:
@@ -247,42 +297,26 @@ def server_metadata(extensions: Sequence[str] = EXTENSIONS) -> dict[str, Any]:
     return {"name": SERVER_NAME, "version": version, "extensions": list(extensions)}
 
 
-def model_ready(core: Core, name: str, version: str) -> bool:
-    """True when the server takes traffic and serves `name` at that version (0: latest)."""
-    if not core.serving:
-        return False
+def model_ready(core: Core, ctx: RequestContext, name: str, version: str) -> bool:
+    """True when the server takes traffic and serves `name` at that version ("": latest)."""
     try:
-        core.check_model(name)
-        core.repository.get(parse_version(version))
-    except ServiceError:
+        context(ctx, name, version)
+    except InvalidRequest:
         return False
-    return True
+    return core.model_ready(ctx)
 
 
-def server_ready(core: Core) -> bool:
-    """True when the server takes traffic (warm, not draining) and a version is loaded."""
-    if not core.serving:
-        return False
-    try:
-        core.repository.get(0)
-    except ServiceError:  # nothing loaded yet, or shutting down
-        return False
-    return True
-
-
-def model_metadata(core: Core, name: str, version: str) -> dict[str, Any]:
+def model_metadata(core: Core, ctx: RequestContext, name: str, version: str) -> dict[str, Any]:
     """The V2 model metadata (as JSON-ready values); errors if not served."""
-    core.check_model(name)
-    served = core.repository.get(parse_version(version)).model
-    classes = len(served.labels)
+    info = core.metadata(context(ctx, name, version))
     return {
-        "name": core.repository.name,
-        "versions": [str(v) for v in core.repository.versions],
+        "name": info.name,
+        "versions": [str(v) for v in info.versions],
         "platform": PLATFORM,
         # Two ways to send images; a request carries exactly one of them.
         "inputs": [
             {"name": IMAGES, "datatype": "BYTES", "shape": [-1]},
             {"name": PIXELS, "datatype": "UINT8", "shape": [-1, -1, -1, -1]},
         ],
-        "outputs": [{"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, classes]}],
+        "outputs": [{"name": PROBABILITIES, "datatype": "FP32", "shape": [-1, len(info.labels)]}],
     }

@@ -9,25 +9,16 @@ its outputs as `raw_output_contents`, as Triton does; otherwise as typed
 
 from __future__ import annotations
 
-import time
-
 import grpc
 import numpy as np
 
 from protos.inference import open_inference_grpc_pb2 as pb
 from protos.inference import open_inference_grpc_pb2_grpc as pb_grpc
 from service.adapters import v2
-from service.adapters.grpc_status import answer
-from service.core.classify import Core
-from service.core.errors import InvalidRequest
-from service.core.protocols import V2_GRPC
+from service.adapters.grpc_calls import rpc
+from service.core import V2_GRPC, Core, InvalidRequest, RequestContext
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
-
-
-def _deadline(context: grpc.aio.ServicerContext) -> float | None:
-    remaining = context.time_remaining()
-    return None if remaining is None else time.monotonic() + remaining
 
 
 def _classification(output: pb.ModelInferRequest.InferRequestedOutputTensor) -> int:
@@ -41,7 +32,7 @@ def _classification(output: pb.ModelInferRequest.InferRequestedOutputTensor) -> 
 
 
 def request_of(message: pb.ModelInferRequest) -> v2.InferRequest:
-    raw = list(message.raw_input_contents)
+    raw = message.raw_input_contents
     if raw and len(raw) != len(message.inputs):
         raise InvalidRequest(
             f"raw_input_contents has {len(raw)} entries for {len(message.inputs)} inputs"
@@ -49,11 +40,8 @@ def request_of(message: pb.ModelInferRequest) -> v2.InferRequest:
     inputs = []
     for i, tensor in enumerate(message.inputs):
         contents = tensor.contents
-        elements = (
-            list(contents.bytes_contents)
-            if tensor.datatype == "BYTES"
-            else list(contents.uint_contents)
-        )
+        # The repeated fields themselves: their length is known without copying them.
+        elements = contents.bytes_contents if tensor.datatype == "BYTES" else contents.uint_contents
         inputs.append(
             v2.Tensor(
                 name=tensor.name,
@@ -95,60 +83,53 @@ def response_of(answer_: v2.InferResponse, raw: bool) -> pb.ModelInferResponse:
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, core: Core) -> None:
         self.core = core
-        self.metrics = core.metrics
 
+    @rpc(V2_GRPC, "ServerLive")
     async def ServerLive(
-        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ServerLiveRequest, ctx: RequestContext
     ) -> pb.ServerLiveResponse:
-        async with answer(V2_GRPC, "ServerLive", context, self.metrics):
-            return pb.ServerLiveResponse(live=True)  # answering at all is being live
-        raise AssertionError("unreachable: answer() aborts or returns")
+        return pb.ServerLiveResponse(live=self.core.live())
 
+    @rpc(V2_GRPC, "ServerReady")
     async def ServerReady(
-        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ServerReadyRequest, ctx: RequestContext
     ) -> pb.ServerReadyResponse:
-        async with answer(V2_GRPC, "ServerReady", context, self.metrics):
-            return pb.ServerReadyResponse(ready=v2.server_ready(self.core))
-        raise AssertionError("unreachable")
+        return pb.ServerReadyResponse(ready=self.core.ready())
 
+    @rpc(V2_GRPC, "ModelReady")
     async def ModelReady(
-        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ModelReadyRequest, ctx: RequestContext
     ) -> pb.ModelReadyResponse:
-        async with answer(V2_GRPC, "ModelReady", context, self.metrics):
-            return pb.ModelReadyResponse(
-                ready=v2.model_ready(self.core, request.name, request.version)
-            )
-        raise AssertionError("unreachable")
+        return pb.ModelReadyResponse(
+            ready=v2.model_ready(self.core, ctx, request.name, request.version)
+        )
 
+    @rpc(V2_GRPC, "ServerMetadata")
     async def ServerMetadata(
-        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ServerMetadataRequest, ctx: RequestContext
     ) -> pb.ServerMetadataResponse:
-        async with answer(V2_GRPC, "ServerMetadata", context, self.metrics):
-            return pb.ServerMetadataResponse(**v2.server_metadata())
-        raise AssertionError("unreachable")
+        return pb.ServerMetadataResponse(**v2.server_metadata())
 
+    @rpc(V2_GRPC, "ModelMetadata")
     async def ModelMetadata(
-        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ModelMetadataRequest, ctx: RequestContext
     ) -> pb.ModelMetadataResponse:
-        async with answer(V2_GRPC, "ModelMetadata", context, self.metrics):
-            found = v2.model_metadata(self.core, request.name, request.version)
-            tensor = pb.ModelMetadataResponse.TensorMetadata
-            return pb.ModelMetadataResponse(
-                name=found["name"],
-                versions=found["versions"],
-                platform=found["platform"],
-                inputs=[tensor(**t) for t in found["inputs"]],
-                outputs=[tensor(**t) for t in found["outputs"]],
-            )
-        raise AssertionError("unreachable")
+        found = v2.model_metadata(self.core, ctx, request.name, request.version)
+        tensor = pb.ModelMetadataResponse.TensorMetadata
+        return pb.ModelMetadataResponse(
+            name=found["name"],
+            versions=found["versions"],
+            platform=found["platform"],
+            inputs=[tensor(**t) for t in found["inputs"]],
+            outputs=[tensor(**t) for t in found["outputs"]],
+        )
 
+    @rpc(V2_GRPC, "ModelInfer")
     async def ModelInfer(
-        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ModelInferRequest, ctx: RequestContext
     ) -> pb.ModelInferResponse:
-        async with answer(V2_GRPC, "ModelInfer", context, self.metrics):
-            result = await v2.infer(self.core, V2_GRPC, request_of(request), _deadline(context))
-            return response_of(result, raw=bool(request.raw_input_contents))
-        raise AssertionError("unreachable")
+        result = await v2.infer(self.core, ctx, request_of(request))
+        return response_of(result, raw=bool(request.raw_input_contents))
 
 
 def add_to_server(core: Core, server: grpc.aio.Server) -> None:

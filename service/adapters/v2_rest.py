@@ -25,30 +25,47 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 from aiohttp import web
 
 from service.adapters import rest, v2
-from service.core.errors import InvalidRequest
-from service.core.protocols import V2_REST
+from service.core import V2_REST, Encoded, InvalidRequest, Lazy, RequestContext
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY = "binary_tensor_data"
 
 
-def _flat(value: Any) -> Iterator[Any]:
-    """Row-major elements of a JSON tensor, nested lists or flat alike."""
-    if isinstance(value, list):
-        for item in value:
-            yield from _flat(item)
-    else:
-        yield value
+def _flat(value: Any, depth: int, name: str) -> list[Any]:
+    """Row-major elements of a JSON tensor, flat or nested at most `depth` lists deep.
+
+    Iterative: a hostile nesting costs no recursion.
+    """
+    if not isinstance(value, list):
+        raise InvalidRequest(f"input '{name}': \"data\" must be a list")
+    if all(not isinstance(item, list) for item in value):
+        return value  # already flat: the usual case, no copy
+    out: list[Any] = []
+    stack = [(iter(value), 1)]
+    while stack:
+        items, level = stack[-1]
+        for item in items:
+            if isinstance(item, list):
+                if level >= depth:
+                    raise InvalidRequest(
+                        f"input '{name}': \"data\" nests deeper than its {depth - 1}-D shape"
+                    )
+                stack.append((iter(item), level + 1))
+                break
+            out.append(item)
+        else:
+            stack.pop()
+    return out
 
 
-def _element_bytes(item: Any, index: int) -> bytes:
+def _element_bytes(index: int, item: Any) -> Encoded:
+    """One BYTES element of a JSON tensor, decoded when the core reads it (after admission)."""
     if isinstance(item, dict) and set(item) == {"b64"}:
         item = item["b64"]
     if not isinstance(item, str):
@@ -57,8 +74,8 @@ def _element_bytes(item: Any, index: int) -> bytes:
             'or {"b64": "..."}, or as binary data'
         )
     try:
-        return base64.b64decode(item, validate=True)
-    except (binascii.Error, ValueError):
+        return Encoded(base64.b64decode(item.encode("ascii"), validate=True))
+    except (binascii.Error, ValueError, UnicodeEncodeError):
         raise InvalidRequest(
             f"images[{index}] is not base64: send each image as a base64 string "
             'or {"b64": "..."}, or as binary data (Inference-Header-Content-Length)'
@@ -76,16 +93,15 @@ def _parse(body: bytes, header_length: str | None) -> tuple[dict[str, Any], byte
     if header_length is None:
         split = len(body)
     else:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(
+            body
+        ):
             raise InvalidRequest(
                 f"{HEADER_LENGTH} is {header_length!r}; it must be the JSON part's length in "
                 f"bytes, at most the body's {len(body)}"
             )
         split = int(header_length)
-    try:
-        document = json.loads(body[:split])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidRequest(f"request body is not JSON: {exc}") from None
+    document = rest.load_json(body[:split], "the request body")
     return _object(document, "the request"), body[split:]
 
 
@@ -99,11 +115,16 @@ def _tensors(document: dict[str, Any], binary: bytes) -> list[v2.Tensor]:
         name, datatype, shape = item.get("name"), item.get("datatype"), item.get("shape")
         if not (isinstance(name, str) and isinstance(datatype, str) and isinstance(shape, list)):
             raise InvalidRequest('each input needs "name", "datatype" and "shape"')
-        if not all(isinstance(d, int) for d in shape):
+        if not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
             raise InvalidRequest(f"input '{name}': shape must be a list of integers")
         size = _object(item.get("parameters", {}), "parameters").get("binary_data_size")
         if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            if (
+                not isinstance(size, int)
+                or isinstance(size, bool)
+                or size < 0
+                or offset + size > len(binary)
+            ):
                 raise InvalidRequest(
                     f"input '{name}': binary_data_size {size!r} does not fit the "
                     f"{len(binary) - offset} bytes of binary data left"
@@ -112,11 +133,10 @@ def _tensors(document: dict[str, Any], binary: bytes) -> list[v2.Tensor]:
             offset += size
             tensors.append(v2.Tensor(name, datatype, tuple(shape), raw=raw))
             continue
-        data = list(_flat(item.get("data", [])))
-        if datatype == "BYTES":
-            elements: list[bytes] | list[int] = [_element_bytes(e, i) for i, e in enumerate(data)]
-        else:
-            elements = data
+        data = _flat(item.get("data", []), max(len(shape), 1), name)
+        # BYTES elements stay base64 text until the core reads them (v2.images
+        # admits the count first); UINT8 values are checked there as a whole.
+        elements = Lazy(data, _element_bytes) if datatype == "BYTES" else data
         tensors.append(v2.Tensor(name, datatype, tuple(shape), elements=elements))
     return tensors
 
@@ -176,43 +196,59 @@ def _answer(result: v2.InferResponse, binary: list[bool]) -> web.Response:
     )
 
 
+def _request(
+    body: bytes, header_length: str | None, name: str, version: str
+) -> tuple[v2.InferRequest, list[bool]]:
+    """The inference request of a body, and which outputs are wanted binary (no I/O)."""
+    document, binary = _parse(body, header_length)
+    outputs, as_binary = _outputs(document)
+    request = v2.InferRequest(
+        model_name=name,
+        model_version=version,
+        inputs=_tensors(document, binary),
+        outputs=outputs,
+        id=str(document.get("id", "")),
+    )
+    return request, as_binary
+
+
 def routes(context: rest.Context) -> list[rest.Route]:
     core = context.core
 
     def version(request: web.Request) -> str:
         return request.match_info.get("version", "")
 
-    async def live(request: web.Request, deadline: float | None) -> web.Response:
-        return web.json_response({"live": True})
+    async def live(request: web.Request, ctx: RequestContext) -> web.Response:
+        return web.json_response({"live": core.live()})
 
-    async def ready(request: web.Request, deadline: float | None) -> web.Response:
-        is_ready = v2.server_ready(core)
+    async def ready(request: web.Request, ctx: RequestContext) -> web.Response:
+        is_ready = core.ready()
         return web.json_response({"ready": is_ready}, status=200 if is_ready else 503)
 
-    async def server(request: web.Request, deadline: float | None) -> web.Response:
+    async def server(request: web.Request, ctx: RequestContext) -> web.Response:
         return web.json_response(v2.server_metadata([*v2.EXTENSIONS, BINARY]))
 
-    async def model(request: web.Request, deadline: float | None) -> web.Response:
+    async def model(request: web.Request, ctx: RequestContext) -> web.Response:
         return web.json_response(
-            v2.model_metadata(core, request.match_info["name"], version(request))
+            v2.model_metadata(core, ctx, request.match_info["name"], version(request))
         )
 
-    async def model_ready(request: web.Request, deadline: float | None) -> web.Response:
+    async def model_ready(request: web.Request, ctx: RequestContext) -> web.Response:
         name = request.match_info["name"]
-        is_ready = v2.model_ready(core, name, version(request))
+        is_ready = v2.model_ready(core, ctx, name, version(request))
         return web.json_response({"name": name, "ready": is_ready}, status=200 if is_ready else 503)
 
-    async def infer(request: web.Request, deadline: float | None) -> web.Response:
-        document, binary = _parse(await request.read(), request.headers.get(HEADER_LENGTH))
-        outputs, as_binary = _outputs(document)
-        infer_request = v2.InferRequest(
-            model_name=request.match_info["name"],
-            model_version=version(request),
-            inputs=_tensors(document, binary),
-            outputs=outputs,
-            id=str(document.get("id", "")),
-        )
-        return _answer(await v2.infer(core, V2_REST, infer_request, deadline), as_binary)
+    async def infer(request: web.Request, ctx: RequestContext) -> web.Response:
+        name, asked = request.match_info["name"], version(request)
+        core.check(v2.context(ctx, name, asked))  # before the body is read
+        header_length = request.headers.get(HEADER_LENGTH)
+
+        def prepared(body: bytes) -> tuple[v2.Prepared, list[bool]]:
+            infer_request, as_binary = _request(body, header_length, name, asked)
+            return v2.prepare(core, ctx, infer_request, materialize=True), as_binary
+
+        ready, as_binary = await rest.parse(await request.read(), prepared)
+        return _answer(await v2.answer(core, ctx, ready), as_binary)
 
     model_paths = ["/v2/models/{name}", "/v2/models/{name}/versions/{version}"]
     return [

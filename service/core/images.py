@@ -22,8 +22,11 @@ CHANNELS = (1, 3, 4)
 
 @dataclass(frozen=True, slots=True)
 class Limits:
+    """Per-image limits, and the most images one request may carry (service.core.admission)."""
+
     max_bytes: int
     max_pixels: int
+    max_images: int = 1024
 
 
 @dataclass(frozen=True, slots=True)

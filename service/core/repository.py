@@ -1,8 +1,8 @@
 """The served model's routing: its loaded versions, each behind its own batcher.
 
-`classify` validates nothing (service.core.classify does, before), picks the
-version, queues the image in that version's batcher and returns a
-`Prediction`. `explain` does the same with the version's second batcher, for
+`get` picks the version a request asks for; the data plane
+(service.core.dataplane) validates the image and queues it in that version's
+batcher. `explain` queues an image in the version's second batcher, for
 Grad-CAM explanations: a gradient pass costs more than a forward pass, and
 classification must not queue behind it. Which versions are loaded is decided elsewhere
 (service.core.watcher: the model folder and the version policy); this module
@@ -23,9 +23,9 @@ from service.core.batcher import Batcher
 from service.core.errors import InvalidRequest, NotExplainable, Unavailable, VersionNotFound
 from service.core.images import EncodedImage, ImageInput
 from service.core.metrics import Metrics
+from service.core.options import CoreOptions
 from service.core.runtime import EXPLAIN_MAX_BATCH, ExplainInput, Explanation, LoadedModel
 from service.core.versions import VersionState, VersionStatus
-from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +47,14 @@ class Prediction:
 
 
 class ServedVersion:
-    def __init__(self, model: LoadedModel, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, model: LoadedModel, options: CoreOptions, metrics: Metrics) -> None:
         self.model = model
         self.batcher: Batcher[ImageInput, np.ndarray] = Batcher(
             model.predict,
-            max_batch_size=settings.max_batch_size if settings.batching else 1,
-            max_wait_s=settings.batch_timeout_s if settings.batching else 0.0,
-            max_queue=settings.max_queue,
-            workers=settings.model_workers,
+            max_batch_size=options.batch_size,
+            max_wait_s=options.batch_wait_s,
+            max_queue=options.max_queue,
+            workers=options.model_workers,
             on_batch=metrics.observe_batch,
             name=f"model-v{model.version}",
         )
@@ -64,11 +64,9 @@ class ServedVersion:
         if model.can_explain:
             self.explainer = Batcher(
                 model.explain,
-                max_batch_size=(
-                    min(settings.max_batch_size, EXPLAIN_MAX_BATCH) if settings.batching else 1
-                ),
-                max_wait_s=settings.batch_timeout_s if settings.batching else 0.0,
-                max_queue=settings.max_queue,
+                max_batch_size=min(options.batch_size, EXPLAIN_MAX_BATCH),
+                max_wait_s=options.batch_wait_s,
+                max_queue=options.max_queue,
                 workers=1,
                 # Not in the batch histograms: those describe classification
                 # (Explain's latency is in the per-RPC metrics).
@@ -87,10 +85,10 @@ class ServedVersion:
 class ModelRepository:
     """The versions being served, and requests routed to them."""
 
-    def __init__(self, settings: Settings, metrics: Metrics) -> None:
-        self.settings = settings
+    def __init__(self, options: CoreOptions, metrics: Metrics) -> None:
+        self.options = options
         self.metrics = metrics
-        self.name = settings.model_name or Path(settings.model_dir).resolve().name
+        self.name = options.model_name or Path(options.model_dir).resolve().name
         self._versions: dict[int, ServedVersion] = {}
         # Every version seen since start-up, in TF Serving's terms (ModelService).
         self._states: dict[int, VersionStatus] = {}
@@ -136,7 +134,7 @@ class ModelRepository:
 
     def add(self, model: LoadedModel) -> None:
         """Starts routing requests to a loaded, warm version."""
-        self._versions[model.version] = ServedVersion(model, self.settings, self.metrics)
+        self._versions[model.version] = ServedVersion(model, self.options, self.metrics)
         self.set_state(model.version, VersionState.AVAILABLE)
         self.metrics.loaded_versions.labels(str(model.version)).set(1)
         self._publish_info()
@@ -165,18 +163,11 @@ class ModelRepository:
             }
         )
 
-    async def classify(
-        self, image: ImageInput, version: int = 0, deadline: float | None = None
-    ) -> Prediction:
-        served = self.get(version)
-        probabilities = await served.batcher.submit(image, deadline)
-        return Prediction(probabilities, served.model.labels, self.name, served.model.version)
-
     async def explain(
         self,
+        served: ServedVersion,
         image: EncodedImage,
         class_index: int | None,
-        version: int = 0,
         deadline: float | None = None,
     ) -> tuple[Prediction, Explanation]:
         """Grad-CAM for `class_index` (None: the most probable class) of `image`.
@@ -185,7 +176,6 @@ class ModelRepository:
             NotExplainable: the version has no `gradcam` signature.
             InvalidRequest: `class_index` is not a class of the model.
         """
-        served = self.get(version)
         model = served.model
         if served.explainer is None:
             raise NotExplainable(

@@ -16,23 +16,24 @@ from pathlib import Path
 
 from model import layout
 from service.core.metrics import Metrics
+from service.core.options import CoreOptions
 from service.core.repository import ModelRepository
 from service.core.runtime import LoadedModel, ModelLoadError
-from service.core.versions import VersionPolicy, VersionState
-from service.settings import Settings
+from service.core.versions import VersionState
+from service.version_policy import VersionPolicy
 
 log = logging.getLogger(__name__)
 
 
 class VersionWatcher:
-    """Keeps `repository` serving the versions of `settings.model_dir` the policy selects."""
+    """Keeps `repository` serving the versions of `options.model_dir` the policy selects."""
 
-    def __init__(self, repository: ModelRepository, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, repository: ModelRepository, options: CoreOptions, metrics: Metrics) -> None:
         self.repository = repository
-        self.settings = settings
+        self.options = options
         self.metrics = metrics
-        self.root = Path(settings.model_dir)
-        self.policy = VersionPolicy.parse(settings.versions)
+        self.root = Path(options.model_dir)
+        self.policy = VersionPolicy.parse(options.versions)
         # Versions that failed to load, with the files' stamp when they did.
         self._failed: dict[int, float] = {}
 
@@ -48,7 +49,7 @@ class VersionWatcher:
             failed = ", ".join(map(str, sorted(self._failed)))
             raise ModelLoadError(
                 f"no usable exported version under {self.root} matches "
-                f"'{self.settings.versions}' (found: {found}"
+                f"'{self.options.versions}' (found: {found}"
                 f"{'; failed to load: ' + failed if failed else ''}); run `make train` first"
             )
         return self.repository.versions
@@ -117,8 +118,8 @@ class VersionWatcher:
             self.root / str(version),
             on_call=lambda _: self.metrics.model_calls.inc(),
         )
-        sizes = sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, self.settings.max_batch_size})
-        seconds = model.warm_up([s for s in sizes if s <= self.settings.max_batch_size])
+        sizes = sorted({1, 2, 4, 8, 16, 32, 64, 128, 256, self.options.max_batch_size})
+        seconds = model.warm_up([s for s in sizes if s <= self.options.max_batch_size])
         log.info("warmed up version %d in %.2f s", version, seconds)
         return model
 

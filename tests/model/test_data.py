@@ -12,7 +12,7 @@ import pytest
 
 from model.data import DatasetError, ImageSet, cifar10, folder, stratified_split, synthetic
 from model.preprocessing import PreprocessConfig
-from tests.conftest import encode, random_pixels
+from tests.helpers import encode, random_pixels
 
 CONFIG = PreprocessConfig(height=16, width=16)
 

@@ -20,8 +20,8 @@ from model import layout
 from model.distributed import ClusterConfigError, tf_config_from_env
 from model.preprocessing import preprocess_encoded_batch
 from model.train import parse_args as train_args
-from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer, settings_for
+from tests.helpers import encode, random_pixels, wait_for
+from tests.service.helpers import RunningServer, settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
 # A tiny network on a tiny synthetic set: a few 50-step epochs take seconds.
@@ -154,11 +154,14 @@ def test_a_worker_that_dies_fails_the_run_with_a_clear_error(tmp_path: Path) -> 
     workers = start_workers(tmp_path, "--epochs", "500", "--collective-timeout", "60")
     (chief, _, chief_log), (other, _, other_log) = workers
     try:
-        # Kill worker 1 once training runs (each poll waits on the chief).
-        while "epoch 1/500" not in other_log.read_text():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                chief.wait(timeout=0.05)
+        # Kill worker 1 once training runs (both workers must still be running then).
+        def training() -> bool:
+            if "epoch 1/500" in other_log.read_text():
+                return True
             assert chief.poll() is None and other.poll() is None, chief_log.read_text()[-3000:]
+            return False
+
+        wait_for(training, 300, f"worker 1 to log its first epoch in {other_log}")
         other.send_signal(signal.SIGKILL)
         code = chief.wait(timeout=180)  # a hang fails here
     finally:

@@ -10,10 +10,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from model import faithfulness, layout
+from model import faithfulness, gradcam, layout
+from model.cli import parse_args
 from model.data import synthetic
+from model.preprocess_config import PreprocessConfig
 from model.train import TrainResult, train
-from tests.conftest import encode, random_pixels, tiny_options
+from tests.helpers import encode, random_pixels, tiny_options
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +122,44 @@ def test_off_centre_shapes_miss_the_centre() -> None:
     np.testing.assert_array_equal(off_labels, labels)
     assert not synthetic.covers_centre(off_masks).any()
     assert off_masks.any(axis=(1, 2)).all()  # each shape is still in the frame
+
+
+@pytest.mark.parametrize("max_side", [None, 1, 7, 16, 1024])
+def test_overlay_size_in_the_graph_is_the_configs(max_side: int | None) -> None:
+    """The server sizes answers with the config's arithmetic; the graph must draw the same."""
+    config = PreprocessConfig(height=16, width=16, overlay_max_side=max_side)
+    sizes = [(1, 1), (16, 16), (17, 3), (3, 17), (1000, 999), (999, 1000), (3000, 4000)]
+    sizes += [(4000, 3000), (1, 65535), (65535, 2), (1025, 1024), (1536, 1023)]
+    for height, width in sizes:
+        graph = gradcam.overlay_size(tf.constant(height), tf.constant(width), max_side)
+        assert tuple(graph.numpy().tolist()) == config.overlay_size(height, width), (height, width)
+        got = config.overlay_size(height, width)
+        if max_side is not None:
+            assert max(got) <= max_side and min(got) >= 1
+
+
+def test_overlay_of_a_large_image_is_at_most_max_side(signatures: dict) -> None:
+    """The session's export is this release's: overlays at most 1024 px, aspect kept."""
+    image = encode(random_pixels(700, 1300, seed=3))
+    out = signatures[layout.GRADCAM_SIGNATURE](
+        images=tf.constant([image]), class_index=tf.constant([-1], tf.int32)
+    )
+    overlay = Image.open(io.BytesIO(out["overlay_png"].numpy()[0]))
+    assert (overlay.width, overlay.height, overlay.mode) == (1024, 551, "RGB")
+    heat = Image.open(io.BytesIO(out["heatmap_png"].numpy()[0]))
+    assert heat.size == (16, 16)  # the model's input size, whatever the image's
+
+
+def test_preprocessing_json_records_the_bound(tiny_model: TrainResult) -> None:
+    assert layout.read_preprocessing(tiny_model.version_dir).overlay_max_side == 1024
+    old = PreprocessConfig.from_dict({"height": 16, "width": 16})  # written before the field
+    assert old.overlay_max_side is None
+    assert old.overlay_size(3000, 4000) == (3000, 4000)
+    with pytest.raises(ValueError, match="overlay_max_side must be at least 1"):
+        PreprocessConfig(height=16, width=16, overlay_max_side=0)
+
+
+def test_train_flag_sets_the_bound() -> None:
+    assert parse_args([]).overlay_max_side == 1024
+    assert parse_args(["--overlay-max-side", "512"]).overlay_max_side == 512
+    assert parse_args(["--overlay-max-side", "0"]).overlay_max_side == 0  # unbounded

@@ -10,7 +10,7 @@ import pytest
 
 from model import layout
 from model.train import main
-from tests.conftest import encode
+from tests.helpers import encode
 
 TINY_FLAGS = ["--input-size", "16", "--width", "0.25", "--epochs", "2", "--verbose", "0"]
 

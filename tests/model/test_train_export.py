@@ -15,7 +15,7 @@ from model import layout
 from model.data import folder, synthetic
 from model.export import export_model
 from model.train import TrainResult, main, train
-from tests.conftest import encode, tiny_options
+from tests.helpers import encode, tiny_options
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -25,8 +25,8 @@ from model.cli import parse_args
 from model.data import synthetic
 from model.plan import Plan
 from model.train import main
-from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer, settings_for
+from tests.helpers import encode, random_pixels
+from tests.service.helpers import RunningServer, settings_for
 
 SIZE = 64
 FINE_TUNED = ("block5_conv1", "block5_conv2", "block5_conv3")

@@ -8,7 +8,7 @@ from PIL import Image
 
 from model.train import TrainResult
 from model.visualize import main
-from tests.conftest import encode, random_pixels
+from tests.helpers import encode, random_pixels
 
 
 def test_writes_a_png_of_the_expected_size(tiny_model: TrainResult, tmp_path: Path) -> None:

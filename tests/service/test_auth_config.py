@@ -12,7 +12,7 @@ import pytest
 from loadtest.serverproc import server_command
 from service.security import warn_if_exposed
 from service.server import Server
-from tests.service.conftest import settings_for
+from tests.service.helpers import settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_TOKEN_FILES = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,16 +9,9 @@ import grpc
 import numpy as np
 import pytest
 
-from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer, settings_for
-from tests.service.test_server import in_process
+from tests.helpers import encode, in_process, random_pixels, truncated
+from tests.service.helpers import RunningServer, model_calls, settings_for
 from vggclient.client import Classification, ImageError
-
-
-def truncated(fmt: str) -> bytes:
-    """The first half of a file: its header is intact, its data is cut."""
-    data = encode(random_pixels(64, 64), fmt)
-    return data[: len(data) // 2]
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +22,6 @@ def batching_server(model_dir: Path) -> Iterator[RunningServer]:
     running.load()
     yield running
     running.stop()
-
-
-def model_calls(server: RunningServer) -> float:
-    text = server.metrics()
-    match = re.search(r"^vggserve_model_calls_total ([\d.e+]+)$", text, re.M)
-    assert match, "vggserve_model_calls_total is not exported"
-    return float(match.group(1))
 
 
 def test_a_bad_image_costs_its_batch_mates_one_extra_model_call(

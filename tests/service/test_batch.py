@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import json
 import signal
 import subprocess
@@ -14,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import encode
-from tests.service.conftest import RunningServer, settings_for
-from vggclient.batch import main
+from tests.helpers import encode, read_rows, rows_written, wait_for
+from tests.service.helpers import RunningServer, settings_for
+from vggclient.batch.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,13 +34,6 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "b" / "text.gif").write_bytes(b"hello")
     (root / "b" / "notes.txt").write_text("not an image, not picked up")
     return root
-
-
-def read_rows(path: Path) -> list[dict]:
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in path.read_text().splitlines()]
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_folder_to_csv_with_error_rows(
@@ -106,11 +97,10 @@ def test_resume_after_a_kill_writes_exactly_one_row_per_image(
     ]
     process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
     try:
-        # Kill it once some rows are written (each poll waits on the process).
-        while not (out.exists() and out.read_bytes().count(b"\n") >= 20):
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=0.01)
-            assert process.poll() is None, "finished before it could be killed"
+        # Kill it once some rows are written (it must not have finished by then).
+        wait_for(
+            lambda: rows_written(out, 20, lambda: process.poll() is None), 120, f"20 rows in {out}"
+        )
         process.send_signal(signal.SIGKILL)
     finally:
         process.wait()
@@ -150,9 +140,7 @@ def test_reconnects_when_the_server_restarts_mid_run(
     run.start()
     second = None
     try:
-        while not (out.exists() and out.read_bytes().count(b"\n") >= 40):
-            run.join(timeout=0.01)
-            assert run.is_alive(), "finished before the restart"
+        wait_for(lambda: rows_written(out, 40, run.is_alive), 120, f"40 rows in {out}")
         first.stop()  # graceful: answers what it accepted, then goes away
         second = RunningServer(settings_for(model_dir, metrics_port=-1, port=port))
         second.load()

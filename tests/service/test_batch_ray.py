@@ -3,7 +3,6 @@ and joined by the tool with --ray-address (as a user joins a cluster)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import subprocess
@@ -14,10 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import encode
-from tests.service.test_batch import read_rows
-from vggclient import batch_ray
-from vggclient.batch import main
+from tests.helpers import encode, read_rows, rows_written, wait_for
+from vggclient.batch import ray as ray_engine
+from vggclient.batch.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = 120
@@ -26,7 +24,7 @@ IMAGES = 120
 @pytest.fixture(scope="module")
 def ray_address() -> Iterator[str]:
     """The Ray instance the tool starts without --ray-address, kept for the module."""
-    assert batch_ray.start(None)
+    assert ray_engine.start(None)
     import ray  # after start(), which sets what Ray reads on import
 
     try:
@@ -93,11 +91,10 @@ def test_a_killed_ray_job_resumes_with_one_row_per_image(
         stderr=subprocess.DEVNULL,
     )
     try:
-        # Kill the driver once some rows are written (each poll waits on the process).
-        while not (out.exists() and out.read_bytes().count(b"\n") >= 4):
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=0.01)
-            assert process.poll() is None, "finished before it could be killed"
+        # Kill the driver once some rows are written (it must not have finished by then).
+        wait_for(
+            lambda: rows_written(out, 4, lambda: process.poll() is None), 300, f"4 rows in {out}"
+        )
         process.send_signal(signal.SIGKILL)
     finally:
         process.wait()

@@ -23,9 +23,10 @@ import pytest
 from loadtest.serverproc import child_server, server_command
 from protos.vggserve.v1 import classifier_pb2 as pb
 from protos.vggserve.v1 import classifier_pb2_grpc as pb_grpc
-from tests.conftest import encode
-from tests.service.conftest import RunningServer, settings_for
-from vggclient.batch import FIELDS, main
+from tests.helpers import encode, rows_written, wait_for
+from tests.service.helpers import RunningServer, settings_for
+from vggclient.batch.cli import main
+from vggclient.batch.rows import FIELDS
 
 
 @pytest.fixture(scope="module")
@@ -99,9 +100,7 @@ def test_server_restart_mid_run_leaves_every_image_one_ok_row(
             ]
         )
         # SIGTERM once some rows are written: images are in flight on the stream.
-        while not (out.exists() and out.read_bytes().count(b"\n") >= 10):
-            thread.join(timeout=0.01)
-            assert thread.is_alive(), "finished before the restart"
+        wait_for(lambda: rows_written(out, 10, thread.is_alive), 120, f"10 rows in {out}")
         first.process.send_signal(signal.SIGTERM)
         assert first.process.wait(timeout=60) == 0
     second_command = server_command(model_dir, drain)

@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer, settings_for
-from tests.service.test_server import batch_histogram, in_process
+from tests.helpers import encode, in_process, random_pixels
+from tests.service.helpers import RunningServer, batch_histogram, settings_for
 
 IMAGES = [encode(random_pixels(20 + i % 5, 20, seed=200 + i), "PNG") for i in range(32)]
 

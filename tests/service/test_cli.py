@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from loadtest.serverproc import local_server, server_command
-from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer
+from tests.helpers import encode, random_pixels
+from tests.service.helpers import RunningServer
+from vggclient.cli.classify import main as client_main
 from vggclient.client import Client
-from vggclient.client import main as client_main
 
 ROOT = Path(__file__).resolve().parents[2]
 

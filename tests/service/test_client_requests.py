@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer, settings_for
+from tests.helpers import encode, random_pixels
+from tests.service.helpers import RunningServer, settings_for
+from vggclient.cli.classify import main as client_main
 from vggclient.client import Client, request_groups
-from vggclient.client import main as client_main
 
 # --- item 5: tokens -----------------------------------------------------------------
 

@@ -6,8 +6,6 @@ import base64
 import io
 import json
 import shutil
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,10 +19,11 @@ from model import layout
 from model.data import synthetic
 from model.export import export_model
 from model.train import TrainResult
-from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer, settings_for
-from vggclient import batch
-from vggclient import client as client_cli
+from tests.helpers import encode, random_pixels
+from tests.service.helpers import RunningServer, settings_for
+from tests.service.helpers import post_json as post
+from vggclient.batch import cli as batch_cli
+from vggclient.cli import classify as client_cli
 from vggclient.explain import explain
 
 
@@ -108,22 +107,12 @@ def test_client_and_batch_write_overlays(explain_server: RunningServer, tmp_path
     ]
     rows = tmp_path / "rows.jsonl"
     beside = tmp_path / "beside"
-    assert batch.main([str(photos), "--out", str(rows), "--explain-dir", str(beside), *target]) == 0
+    argv = [str(photos), "--out", str(rows), "--explain-dir", str(beside), *target]
+    assert batch_cli.main(argv) == 0
     assert len([json.loads(line) for line in rows.read_text().splitlines()]) == 3
     overlays = sorted(beside.iterdir())
     assert len(overlays) == 3 and all(p.name.endswith(".overlay.png") for p in overlays)
     Image.open(overlays[0]).verify()
-
-
-def post(server: RunningServer, path: str, body: object) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        f"{server.rest_url}{path}", data=json.dumps(body).encode(), method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def b64(data: bytes) -> dict[str, str]:

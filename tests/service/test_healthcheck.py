@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service.conftest import RunningServer, settings_for
+from tests.service.helpers import RunningServer, settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
 

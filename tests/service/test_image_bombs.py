@@ -19,8 +19,8 @@ from model.train import TrainResult
 from protos.vggserve.v1 import classifier_pb2 as pb
 from service.core import headers, images
 from service.core.errors import InvalidImage
-from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer, settings_for
+from tests.helpers import encode, random_pixels
+from tests.service.helpers import RunningServer, settings_for
 from vggclient.client import Client
 
 LIMITS = images.Limits(max_bytes=1 << 24, max_pixels=1000 * 1000)

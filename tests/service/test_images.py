@@ -10,8 +10,7 @@ from PIL import Image
 
 from service.core import headers, images
 from service.core.errors import InvalidImage
-from tests.conftest import encode, random_pixels
-from tests.service.test_server import bomb_png
+from tests.helpers import bomb_png, encode, random_pixels
 
 LIMITS = images.Limits(max_bytes=1 << 20, max_pixels=1000 * 1000)
 

@@ -17,9 +17,9 @@ import tensorflow as tf
 
 from model import layout
 from model.train import TrainResult
-from service.adapters.grpc_status import INTERNAL_MESSAGE
-from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer, settings_for
+from service.adapters.grpc_calls import INTERNAL_MESSAGE
+from tests.helpers import encode, random_pixels
+from tests.service.helpers import RunningServer, settings_for
 
 
 class OneRowTooMany(tf.Module):
@@ -75,8 +75,9 @@ def test_a_bug_is_internal_without_details_and_logged_with_its_trace(
         assert info.value.details() == INTERNAL_MESSAGE
         # The server keeps serving.
         assert client.health() == "SERVING"
-    logged = [r for r in caplog.records if r.name == "service.adapters.grpc_status"]
-    assert [r.getMessage() for r in logged] == ["Classify failed"]
+    logged = [r for r in caplog.records if r.name == "service.adapters.grpc_calls"]
+    assert len(logged) == 1
+    assert logged[0].getMessage().startswith("Classify failed (request ")  # its request id
     assert logged[0].exc_info is not None  # the trace is in the log
     assert "zip()" in str(logged[0].exc_info[1])
 

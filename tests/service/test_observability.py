@@ -18,13 +18,10 @@ from prometheus_client import generate_latest
 
 from model.train import TrainResult
 from protos.vggserve.v1 import classifier_pb2 as pb
-from service.adapters.grpc_status import answer
-from service.core.metrics import Metrics
-from service.core.protocols import NATIVE_GRPC
-from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer, settings_for, wait_until
-from tests.service.test_reload import publish
-from tests.service.test_server import scrape
+from service.adapters.grpc_calls import answering
+from service.core import NATIVE_GRPC, CoreOptions, RequestContext, build_core
+from tests.helpers import encode, random_pixels, wait_for
+from tests.service.helpers import RunningServer, publish, scrape, settings_for
 from vggclient.client import Client
 
 
@@ -50,7 +47,11 @@ def test_model_info_follows_a_removed_version(two_versions: tuple[RunningServer,
     running, model_dir = two_versions
     assert model_info(running)["default_version"] == "2"
     shutil.rmtree(model_dir / "2")
-    wait_until(lambda: 'vggserve_model_version_loaded{version="2"}' not in running.metrics())
+    wait_for(
+        lambda: 'vggserve_model_version_loaded{version="2"}' not in running.metrics(),
+        60,
+        "version 2 to be unloaded",
+    )
     assert model_info(running)["default_version"] == "1"
 
 
@@ -64,25 +65,27 @@ def test_a_version_missing_a_file_is_logged_with_the_file_name(
     shutil.copytree(tiny_model.version_dir, staging)
     (staging / "assets" / "labels.txt").unlink()
     failures = 'vggserve_model_loads_total{result="failure"}'
-    before = scrape(running, failures)
+    before = scrape(running, failures, default=0.0)  # exported from the first failure on
     with caplog.at_level(logging.ERROR, logger="service"):
         staging.rename(model_dir / "3")
-        wait_until(lambda: scrape(running, failures) > before)
+        wait_for(
+            lambda: scrape(running, failures, default=0.0) > before, 60, "a failed load counted"
+        )
     message = next(r.getMessage() for r in caplog.records if "version 3" in r.getMessage())
     assert f"No such file or directory: {model_dir / '3' / 'assets' / 'labels.txt'}" in message
 
 
-def images_total(server: RunningServer, code: str) -> float:
+def images_total(server: RunningServer, code: str, default: float | None = None) -> float:
     outcome = "ok" if code == "OK" else "error"
-    return scrape(
-        server, f'vggserve_images_total{{code="{code}",outcome="{outcome}",protocol="native-grpc"}}'
-    )
+    name = f'vggserve_images_total{{code="{code}",outcome="{outcome}",protocol="native-grpc"}}'
+    return scrape(server, name) if default is None else scrape(server, name, default)
 
 
 def test_every_image_error_is_counted_by_its_code(server: RunningServer, client: Client) -> None:
     half_png = encode(random_pixels(64, 64))[:300]  # header intact, data cut
-    codes = ("OK", "INVALID_ARGUMENT", "NOT_FOUND", "DEADLINE_EXCEEDED")
-    before = {code: images_total(server, code) for code in codes}
+    codes = ("OK", "INVALID_ARGUMENT", "NOT_FOUND")
+    # A code's series appears with its first image: missing before means none yet.
+    before = {code: images_total(server, code, default=0.0) for code in codes}
     client.classify(encode(random_pixels(8, 8)))
     for call in (
         lambda: client.classify(b"not an image"),  # refused by the header check
@@ -106,7 +109,8 @@ def test_a_cancelled_stream_is_counted_cancelled_not_ok(
     cancelled = (
         'vggserve_requests_total{code="CANCELLED",method="ClassifyStream",protocol="native-grpc"}'
     )
-    before_ok, before_cancelled = scrape(server, ok), scrape(server, cancelled)
+    # Either series appears with its first count; missing means none yet.
+    before_ok, before_cancelled = scrape(server, ok, 0.0), scrape(server, cancelled, 0.0)
     stop = threading.Event()
 
     def one_then_wait() -> Iterator[pb.ClassifyRequest]:
@@ -117,10 +121,14 @@ def test_a_cancelled_stream_is_counted_cancelled_not_ok(
     try:
         assert next(call).result.WhichOneof("outcome") == "response"
         call.cancel()
-        wait_until(lambda: scrape(server, cancelled) == before_cancelled + 1)
+        wait_for(
+            lambda: scrape(server, cancelled, 0.0) == before_cancelled + 1,
+            60,
+            "the cancelled stream to be counted",
+        )
     finally:
         stop.set()
-    assert scrape(server, ok) == before_ok
+    assert scrape(server, ok, 0.0) == before_ok  # absent still, when no stream ever ended OK
 
 
 def test_exported_versions_are_readable_as_the_umask_allows(tiny_model: TrainResult) -> None:
@@ -134,7 +142,7 @@ def test_exported_versions_are_readable_as_the_umask_allows(tiny_model: TrainRes
 
 
 class _ClientGone:
-    """The few ServicerContext methods answer() reads, for a client that went away."""
+    """The few ServicerContext methods answering() reads, for a client that went away."""
 
     def cancelled(self) -> bool:
         return True
@@ -143,14 +151,16 @@ class _ClientGone:
         return None
 
 
-def test_a_stream_closed_at_its_yield_is_counted_cancelled() -> None:
+def test_a_stream_closed_at_its_yield_is_counted_cancelled(tmp_path: Path) -> None:
     # grpc.aio closes a streaming handler whose client went away at its `yield`
     # (GeneratorExit, not CancelledError) when the cancel lands while an answer
     # is being sent; that path was counted OK.
-    metrics = Metrics()
+    core = build_core(CoreOptions(model_dir=str(tmp_path)))  # nothing loaded: not needed
+    metrics = core.metrics
+    ctx = RequestContext(NATIVE_GRPC, "ClassifyStream")
 
     async def handler() -> AsyncIterator[int]:
-        async with answer(NATIVE_GRPC, "ClassifyStream", _ClientGone(), metrics):  # type: ignore[arg-type]
+        async with answering(core, ctx, _ClientGone()):  # type: ignore[arg-type]
             yield 1
             yield 2
 

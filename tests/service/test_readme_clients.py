@@ -21,9 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_tool
-from tests.service.conftest import RunningServer, settings_for
-from tests.service.test_readme_example import readme_commands
+from tests.helpers import readme_commands, require_tool
+from tests.service.helpers import RunningServer, settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SECTION = (ROOT / "README.md").read_text().split("\n## Clients\n", 1)[1].split("\n## ", 1)[0]

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
-import shlex
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.service.conftest import RunningServer
+from tests.helpers import readme_commands
+from tests.service.helpers import RunningServer
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def readme_commands(module: str) -> list[list[str]]:
-    """The README's `.venv/bin/python -m <module> ...` lines, as argv for this Python."""
-    pattern = re.compile(rf"^\.venv/bin/python -m {re.escape(module)} .*$", re.M)
-    lines = pattern.findall((ROOT / "README.md").read_text())
-    assert lines, f"the README has no line running {module}"
-    return [[sys.executable, *shlex.split(line.split("#")[0])[1:]] for line in lines]
 
 
 def test_the_readme_client_example_runs_as_written(server: RunningServer, tmp_path: Path) -> None:

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
 from model.train import TrainResult
-from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer, settings_for
-
-
-def publish(source: Path, model_dir: Path, version: int) -> None:
-    """Copies a version in the way an export does: staged, then renamed into place."""
-    staging = model_dir / f".staging-{version}"
-    shutil.copytree(source, staging)
-    staging.rename(model_dir / str(version))
+from tests.helpers import assert_answered_by, encode, random_pixels, wait_for
+from tests.service.helpers import RunningServer, publish, scrape, settings_for
 
 
 def publish_broken(model_dir: Path, version: int) -> None:
@@ -31,24 +22,12 @@ def publish_broken(model_dir: Path, version: int) -> None:
     staging.rename(model_dir / str(version))
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
-    """Asks the server until `condition` holds; every poll is a real request."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-
-
-def metric(text: str, name: str) -> float:
-    match = re.search(rf"^{re.escape(name)} ([\d.e+]+)$", text, re.M)
-    return float(match.group(1)) if match else 0.0
-
-
 @pytest.fixture
-def watched(tiny_model: TrainResult, tmp_path: Path) -> Iterator[tuple[RunningServer, Path]]:
+def watched(older_tiny_model: TrainResult, tmp_path: Path) -> Iterator[tuple[RunningServer, Path]]:
+    """Serves version 1 (older_tiny_model); tests publish tiny_model, other weights, as 2."""
     model_dir = tmp_path / "tiny"
     model_dir.mkdir()
-    publish(tiny_model.version_dir, model_dir, 1)
+    publish(older_tiny_model.version_dir, model_dir, 1)
     running = RunningServer(settings_for(model_dir, poll_interval_s=0.1))
     running.load()
     yield running, model_dir
@@ -90,10 +69,14 @@ def test_new_version_takes_over_without_failing_a_request(
             worker.start()
         each_caller_answered([5] * len(seen))
         publish(tiny_model.version_dir, model_dir, 2)
-        wait_until(lambda: client.classify(image).model_version == 2)
-        wait_until(lambda: list(client.metadata().versions) == [2])  # version 1 unloaded
+        wait_for(lambda: client.classify(image).model_version == 2, 60, "version 2 to answer")
+        # Every poll is a real call; version 1 is unloaded once metadata lists 2 alone.
+        wait_for(lambda: list(client.metadata().versions) == [2], 60, "version 1 to go")
         marks = [len(mine) for mine in seen]
         each_caller_answered([mark + 5 for mark in marks])
+        # The new weights answer, not only a new number.
+        answer = client.classify(image, probabilities=True)
+        assert_answered_by(answer.probabilities, model_dir, [image], version=2)
         stop.set()
         for worker in workers:
             worker.join()
@@ -112,11 +95,10 @@ def test_broken_version_is_refused_and_the_old_one_keeps_answering(
     watched: tuple[RunningServer, Path],
 ) -> None:
     running, model_dir = watched
-    before = metric(running.metrics(), 'vggserve_model_loads_total{result="failure"}')
+    failures = 'vggserve_model_loads_total{result="failure"}'
+    before = scrape(running, failures, default=0.0)  # exported from the first failure on
     publish_broken(model_dir, 2)
-    wait_until(
-        lambda: metric(running.metrics(), 'vggserve_model_loads_total{result="failure"}') > before
-    )
+    wait_for(lambda: scrape(running, failures, 0.0) > before, 60, "the failed load counted")
     with running.client() as client:
         assert client.classify(encode(random_pixels(8, 8))).model_version == 1
         assert client.health() == "SERVING"
@@ -127,9 +109,20 @@ def test_removed_version_is_unloaded(watched: tuple[RunningServer, Path], tiny_m
     running, model_dir = watched
     publish(tiny_model.version_dir, model_dir, 2)
     with running.client() as client:
-        wait_until(lambda: client.classify(encode(random_pixels(8, 8))).model_version == 2)
+        wait_for(
+            lambda: client.classify(encode(random_pixels(8, 8))).model_version == 2,
+            60,
+            "version 2 to answer",
+        )
         shutil.rmtree(model_dir / "2")
-        wait_until(lambda: client.classify(encode(random_pixels(8, 8))).model_version == 1)
+        wait_for(
+            lambda: client.classify(encode(random_pixels(8, 8))).model_version == 1,
+            60,
+            "version 1 to answer again",
+        )
+        image = encode(random_pixels(8, 8))
+        answer = client.classify(image, probabilities=True)
+        assert_answered_by(answer.probabilities, model_dir, [image], version=1)
 
 
 def rss_bytes() -> int:
@@ -147,7 +140,11 @@ def test_memory_stays_bounded_across_reload_cycles(
         sizes = []
         for version in range(2, 12):
             publish(tiny_model.version_dir, model_dir, version)
-            wait_until(lambda v=version: list(client.metadata().versions) == [v])
+            wait_for(
+                lambda v=version: list(client.metadata().versions) == [v],
+                60,
+                f"version {version} alone to be loaded",
+            )
             assert client.classify(image).model_version == version
             shutil.rmtree(model_dir / str(version - 1))
             sizes.append(rss_bytes())

@@ -13,9 +13,8 @@ import pytest
 
 from protos.vggserve.v1 import classifier_pb2 as pb
 from service.settings import Settings
-from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer, settings_for, wait_until
-from tests.service.test_server import scrape
+from tests.helpers import encode, random_pixels, wait_for
+from tests.service.helpers import RunningServer, scrape, settings_for
 from vggclient.client import Client
 
 LIMIT = 8
@@ -61,7 +60,7 @@ def test_idle_streams_cannot_lock_out_health_and_are_ended_when_idle(
         ]
         try:
             # The limit fills up; the calls beyond it are refused at once.
-            wait_until(lambda: sum(s.done() for s in streams) == 4, timeout=30)
+            wait_for(lambda: sum(s.done() for s in streams) == 4, 30, "4 streams refused")
             assert scrape(limited, "vggserve_rpcs_in_flight") == LIMIT
             for refused in (s.result() for s in streams if s.done()):
                 assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -2,55 +2,36 @@
 
 from __future__ import annotations
 
-import re
-import struct
 import time
-import zlib
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
-import tensorflow as tf
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from model import layout
 from model.data import synthetic
 from protos.vggserve.v1 import classifier_pb2 as pb
-from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer, settings_for
+from tests.helpers import (
+    assert_answered_by,
+    bomb_png,
+    encode,
+    half_a_jpeg,
+    in_process,
+    random_pixels,
+)
+from tests.service.helpers import (
+    RunningServer,
+    batch_histogram,
+    rpc_count,
+    scrape,
+    settings_for,
+    wait_for_metric,
+)
 from vggclient.client import Client, ImageError
 
 N_CLASSES = len(synthetic.CLASS_NAMES)
-
-
-def in_process(model_dir: Path, images: list[bytes], version: int = 2) -> np.ndarray:
-    signature = tf.saved_model.load(str(model_dir / str(version))).signatures[
-        layout.SERVING_SIGNATURE
-    ]
-    return signature(images=tf.constant(images))[layout.OUTPUT].numpy()
-
-
-def bomb_png(width: int = 30000, height: int = 30000) -> bytes:
-    """A valid-looking PNG a few dozen bytes long that claims width x height."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (
-            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-        )
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 64)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-    )
-
-
-def half_a_jpeg() -> bytes:
-    data = encode(random_pixels(64, 64), "JPEG")
-    return data[: len(data) // 2]
 
 
 def rpc_error(call) -> grpc.RpcError:  # type: ignore[no-untyped-def]
@@ -122,6 +103,7 @@ def test_served_probabilities_equal_the_in_process_savedmodel(
     for image, row in zip(images, expected, strict=True):
         served = client.classify(image, probabilities=True).probabilities
         np.testing.assert_allclose(served, row, atol=1e-6)
+        assert_answered_by(served, model_dir, [image], version=2, atol=1e-6)
 
 
 @pytest.mark.parametrize("channels", [1, 3, 4])
@@ -143,11 +125,13 @@ def test_top_k_bounds(client: Client, top_k: int, expected: int) -> None:
     assert len(client.classify(encode(random_pixels(8, 8)), top_k=top_k).classes) == expected
 
 
-def test_version_selection_and_unknown_version(client: Client) -> None:
+def test_version_selection_and_unknown_version(client: Client, model_dir: Path) -> None:
     image = encode(random_pixels(8, 8))
-    assert client.classify(image, version=1).model_version == 1
-    assert client.classify(image, version=2).model_version == 2
-    assert client.classify(image).model_version == 2
+    for asked, answering in [(1, 1), (2, 2), (0, 2)]:  # 0: the default, the newest
+        result = client.classify(image, version=asked, probabilities=True)
+        assert result.model_version == answering
+        # The weights that answered are that version's, not only the number reported.
+        assert_answered_by(result.probabilities, model_dir, [image], answering)
     error = rpc_error(lambda: client.classify(image, version=9))
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert "version 9 is not loaded (loaded: 1, 2)" in error.details()
@@ -196,12 +180,6 @@ def test_stream_answers_every_request_with_its_id(client: Client, model_dir: Pat
 
 
 # --- batching ----------------------------------------------------------------------------------
-
-
-def batch_histogram(metrics: str) -> tuple[float, float]:
-    total = float(re.search(r"^vggserve_batch_size_sum ([\d.e+]+)$", metrics, re.M).group(1))  # type: ignore[union-attr]
-    count = float(re.search(r"^vggserve_batch_size_count ([\d.e+]+)$", metrics, re.M).group(1))  # type: ignore[union-attr]
-    return total, count
 
 
 def test_concurrent_requests_are_batched_and_each_caller_gets_its_own_answer(
@@ -292,17 +270,6 @@ def test_overload_gets_resource_exhausted_and_nothing_hangs(model_dir: Path) -> 
         running.stop()
 
 
-def wait_for_metric(
-    server: RunningServer, name: str, condition: Callable[[float], bool], timeout: float = 60.0
-) -> float:
-    """Scrapes /metrics until `name` satisfies `condition`; returns its value."""
-    deadline = time.monotonic() + timeout
-    while not condition(value := scrape(server, name)):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{name} stayed at {value}")
-    return value
-
-
 def test_a_request_whose_deadline_passes_in_the_queue_is_dropped_not_computed(
     model_dir: Path,
 ) -> None:
@@ -354,20 +321,6 @@ def test_a_request_whose_deadline_passes_in_the_queue_is_dropped_not_computed(
 # --- metrics -----------------------------------------------------------------------------------
 
 
-def scrape(server: RunningServer, name: str) -> float:
-    match = re.search(rf"^{re.escape(name)} ([\d.e+-]+)$", server.metrics(), re.M)
-    return float(match.group(1)) if match else 0.0
-
-
-def rpc_count(server: RunningServer, method: str) -> float:
-    """RPCs of `method` the server answered, whatever their status code."""
-    pattern = (
-        rf'^vggserve_requests_total{{code="\w+",method="{method}",protocol="native-grpc"}} '
-        r"([\d.e+-]+)$"
-    )
-    return sum(float(v) for v in re.findall(pattern, server.metrics(), re.M))
-
-
 def test_metrics_move_with_real_requests(server: RunningServer, client: Client) -> None:
     ok = 'vggserve_requests_total{code="OK",method="Classify",protocol="native-grpc"}'
     bad = (
@@ -375,7 +328,9 @@ def test_metrics_move_with_real_requests(server: RunningServer, client: Client) 
     )
     images_ok = 'vggserve_images_total{code="OK",outcome="ok",protocol="native-grpc"}'
     latency = 'vggserve_request_duration_seconds_count{method="Classify",protocol="native-grpc"}'
-    before = {name: scrape(server, name) for name in (ok, bad, images_ok, latency)}
+    # A labelled series is exported from its first count: before this test's
+    # calls, a missing one means none yet. After them, each must be there.
+    before = {name: scrape(server, name, default=0.0) for name in (ok, bad, images_ok, latency)}
     for seed in range(5):
         client.classify(encode(random_pixels(12, 12, seed=seed)))
     rpc_error(lambda: client.classify(b"junk"))

@@ -6,7 +6,8 @@ UNAVAILABLE, every accepted unary call is answered, an open stream is told to
 resend what it has not sent, and the process exits 0. A second signal skips
 the grace.
 
-Every step waits on what the server says (health, answers), never on a clock.
+Every step waits on what the server says (health, answers, its queue gauge),
+never on a clock.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import base64
 import json
 import queue
 import signal
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -30,10 +33,10 @@ from protos.inference import open_inference_grpc_pb2 as oip
 from protos.inference import open_inference_grpc_pb2_grpc as oip_grpc
 from protos.vggserve.v1 import classifier_pb2 as pb
 from service.server import SERVICES
-from tests.conftest import encode, random_pixels
+from tests.helpers import encode, random_pixels, wait_for
+from tests.service.helpers import series
 from vggclient.client import Client
 
-GRACE_S = 2.0
 DRAIN_S = 20.0
 LONG_GRACE = ["--drain-grace-s", "600", "--drain-timeout-s", "120"]  # ended by a second signal
 IMAGE = encode(random_pixels(8, 8))
@@ -48,6 +51,67 @@ def wait_for_health(target: str, wanted: str, timeout: float = 60.0) -> None:
             if health_pb2.HealthCheckResponse.ServingStatus.Name(response.status) == wanted:
                 return
     raise AssertionError(f"{target} never reported {wanted}")
+
+
+class HealthWatch:
+    """A health Watch opened now and read in a thread: each status the server reports.
+
+    Opened before a signal, it sees NOT_SERVING even under a zero grace, when
+    a health call made after the signal would be refused. Close it once done:
+    the drain waits for open streams.
+    """
+
+    def __init__(self, target: str, timeout: float = 120.0) -> None:
+        self._channel = grpc.insecure_channel(target)
+        self._call = health_pb2_grpc.HealthStub(self._channel).Watch(
+            health_pb2.HealthCheckRequest(service=""), timeout=timeout
+        )
+        self.seen: list[str] = []
+        self._ended = False
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        try:
+            for response in self._call:
+                status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+                with self._changed:
+                    self.seen.append(status)
+                    self._changed.notify_all()
+        except grpc.RpcError:
+            pass  # closed by us, or the server went away: `seen` says what came first
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    def wait_for(self, wanted: str, timeout: float = 60.0) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: wanted in self.seen or self._ended, timeout)
+            assert wanted in self.seen, f"health reported {self.seen}, never {wanted}"
+
+    def close(self) -> None:
+        self._call.cancel()
+        self._reader.join(timeout=10)
+        self._channel.close()
+
+
+def metrics_text(rest_url: str) -> str:
+    with urllib.request.urlopen(f"{rest_url}/metrics", timeout=10) as response:
+        return str(response.read().decode())
+
+
+def held_by_the_server(rest_url: str, calls: list[Future[Any]]) -> bool:
+    """Every call has reached the server, and some wait in its queue.
+
+    Counted before the scrape, a call answered in between is in neither
+    count: the sum can only be short, never make a call not yet sent look held.
+    """
+    answered = sum(call.done() for call in calls)
+    assert answered < len(calls), "every call was answered before any was seen queued"
+    text = metrics_text(rest_url)
+    in_flight = series(text, "vggserve_rpcs_in_flight")  # health checks not counted
+    return in_flight + answered >= len(calls) and series(text, "vggserve_queue_depth") > 0
 
 
 def wait_until_refused(client: Client, timeout: float = 60.0) -> grpc.RpcError:
@@ -91,25 +155,41 @@ class OpenStream:
         return self.responses.code()
 
 
-def test_sigterm_answers_calls_in_flight_and_exits_zero(model_dir: Path) -> None:
-    big = encode(random_pixels(800, 800), "PNG")  # slow to decode: calls stay in flight
-    args = ["--drain-grace-s", str(GRACE_S), "--drain-timeout-s", str(DRAIN_S)]
+def test_sigterm_answers_the_queued_calls_and_exits_zero(model_dir: Path) -> None:
+    """Drain now (zero grace): new calls are refused at once, yet every call
+    the server holds, queued or computing, is answered."""
+    big = encode(random_pixels(800, 800), "PNG")  # slow to decode: calls stay queued
+    count = 24
+    # A drain timeout far above any answer time, so ending before it shows the
+    # drain ended because the calls were answered (no wall-clock bound asserted).
+    drain_s = 120.0
+    args = ["--drain-grace-s", "0", "--drain-timeout-s", str(drain_s), "--max-batch-size", "4"]
     with (
-        local_server(model_dir, [*args, "--max-batch-size", "4"]) as child,
+        local_server(model_dir, args) as child,
         Client(child.target, retries=0, timeout=60) as client,
-        ThreadPoolExecutor(24) as pool,
+        ThreadPoolExecutor(count) as pool,
     ):
-        calls = [pool.submit(client.classify, big) for _ in range(24)]
-        child.process.send_signal(signal.SIGTERM)
-        signalled = time.monotonic()
-        # Load balancers see NOT_SERVING while the calls are still answered.
-        wait_for_health(child.target, "NOT_SERVING")
+        rest_url = child.rest_url
+        assert rest_url is not None
+        watch = HealthWatch(child.target)
+        try:
+            watch.wait_for("SERVING")
+            calls = [pool.submit(client.classify, big) for _ in range(count)]
+            # Signal only once the server holds every call and some are queued:
+            # else the test would prove nothing about calls in flight.
+            wait_for(lambda: held_by_the_server(rest_url, calls), 60, "the calls to be queued")
+            child.process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            # Load balancers see NOT_SERVING while the calls are still answered.
+            watch.wait_for("NOT_SERVING")
+        finally:
+            watch.close()
         versions = [call.result().model_version for call in calls]
-        code = child.process.wait(timeout=GRACE_S + DRAIN_S + 30)
+        code = child.process.wait(timeout=drain_s + 30)
         elapsed = time.monotonic() - signalled
-    assert versions == [2] * 24
+    assert versions == [2] * count  # a call cancelled at the drain timeout would raise
     assert code == 0
-    assert elapsed < GRACE_S + DRAIN_S
+    assert elapsed < drain_s
 
 
 def test_grace_then_new_calls_are_unavailable_and_the_open_stream_is_told_to_resend(

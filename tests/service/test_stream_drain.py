@@ -10,8 +10,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer, settings_for
+from tests.helpers import encode, random_pixels
+from tests.service.helpers import RunningServer, settings_for
 from vggclient.client import Client
 
 IMAGE = encode(random_pixels(16, 16))

@@ -30,10 +30,16 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer, settings_for
-from tests.service.test_security import make_ca, make_leaf
-from tests.service.test_server import bomb_png, in_process
+from tests.helpers import (
+    assert_answered_by,
+    bomb_png,
+    encode,
+    in_process,
+    make_ca,
+    make_leaf,
+    random_pixels,
+)
+from tests.service.helpers import RunningServer, settings_for
 
 NAME = "tiny"  # the model folder's name (tests/conftest.py: model_dir)
 IMAGES = [encode(random_pixels(24, 24, seed=i), fmt) for i, fmt in enumerate(["PNG", "JPEG"])]
@@ -127,9 +133,11 @@ def test_predict_encoded_images_equals_the_savedmodel(
     response = stub.Predict(predict_request(IMAGES), timeout=30)
     assert response.model_spec.name == NAME and response.model_spec.version.value == 2
     assert response.model_spec.signature_name == "serving_default"
-    np.testing.assert_allclose(probabilities(response), in_process(model_dir, IMAGES), atol=1e-5)
-    older = stub.Predict(predict_request(IMAGES[:1], version=1), timeout=30)
+    assert_answered_by(probabilities(response), model_dir, IMAGES, version=2)
+    older = stub.Predict(predict_request(IMAGES, version=1), timeout=30)
     assert older.model_spec.version.value == 1
+    # model_spec.version chose the weights, not only the number reported.
+    assert_answered_by(probabilities(older), model_dir, IMAGES, version=1)
 
 
 def test_predict_pixels_through_serving_pixels(channel: grpc.Channel, model_dir: Path) -> None:
@@ -269,9 +277,7 @@ def test_rest_predict_rows_and_columns_equal_the_savedmodel(
         {"signature_name": "serving_pixels", "instances": [PIXELS.tolist()]},
     )
     assert status == 200
-    np.testing.assert_allclose(
-        pixels["predictions"], in_process(model_dir, [encode(PIXELS, "PNG")], 1), atol=1e-5
-    )
+    assert_answered_by(pixels["predictions"], model_dir, [encode(PIXELS, "PNG")], version=1)
 
 
 def test_rest_classify_status_and_metadata(server: RunningServer, model_dir: Path) -> None:

@@ -6,12 +6,8 @@ share a process with the vendored stubs this module uses.
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import re
 import struct
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,42 +21,18 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from model.data import synthetic
 from protos.inference import open_inference_grpc_pb2 as pb
 from protos.inference import open_inference_grpc_pb2_grpc as pb_grpc
-from tests.conftest import encode, random_pixels, require_tool
-from tests.service.conftest import RunningServer, settings_for
-from tests.service.test_bad_images import truncated
-from tests.service.test_security import make_ca, make_leaf
-from tests.service.test_server import bomb_png, half_a_jpeg, in_process, scrape
+from tests.helpers import (
+    assert_answered_by,
+    encode,
+    half_a_jpeg,
+    in_process,
+    make_ca,
+    make_leaf,
+    random_pixels,
+)
+from tests.service.helpers import BAD_ENCODED, RunningServer, run_probe, scrape, settings_for
 
-ROOT = Path(__file__).resolve().parents[2]
-PROBE = Path(__file__).with_name("triton_probe.py")
 N_CLASSES = len(synthetic.CLASS_NAMES)
-
-# Encoded images that must fail with INVALID_ARGUMENT, and a piece of the reason.
-BAD_ENCODED = [
-    (b"", "image is empty"),
-    (bytes(range(256)) * 4, "not a JPEG, PNG, BMP or GIF"),
-    (bomb_png(), "30000x30000 = 900000000 pixels; the limit is"),
-    (encode(random_pixels(64, 64), "JPEG")[:100], "image header is corrupt"),
-    (half_a_jpeg(), "image does not decode"),
-    (truncated("PNG"), "Invalid PNG data"),
-]
-
-
-def run_probe(*args: str) -> dict[str, Any]:
-    require_tool(
-        "tritonclient" if importlib.util.find_spec("tritonclient") else None,
-        "tritonclient is not installed (`make venv` installs it)",
-    )
-    done = subprocess.run(
-        [sys.executable, str(PROBE), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
 
 
 def stub(server: RunningServer) -> Iterator[pb_grpc.GRPCInferenceServiceStub]:
@@ -169,7 +141,7 @@ def test_raw_and_typed_contents_give_the_same_answer_in_their_own_form(
     from_raw = np.frombuffer(raw.raw_output_contents[0], "<f4").reshape(3, N_CLASSES)
     assert not typed.raw_output_contents
     from_typed = np.array(typed.outputs[0].contents.fp32_contents).reshape(3, N_CLASSES)
-    np.testing.assert_allclose(from_raw, in_process(model_dir, images), atol=1e-5)
+    assert_answered_by(from_raw, model_dir, images, version=2)
     np.testing.assert_allclose(from_typed, from_raw, atol=1e-7)
 
 
@@ -191,16 +163,30 @@ def test_pixels_as_typed_uint8_contents_of_one_image(
 
 
 def test_a_version_can_be_named_and_classification_comes_as_strings(
-    v2: pb_grpc.GRPCInferenceServiceStub,
+    v2: pb_grpc.GRPCInferenceServiceStub, model_dir: Path
 ) -> None:
-    request = images_request(encode(random_pixels(8, 8)), raw=False, model_version="1")
+    image = encode(random_pixels(8, 8))
+    for version in (1, 2):
+        probabilities = v2.ModelInfer(
+            images_request(image, raw=False, model_version=str(version)), timeout=30
+        )
+        assert probabilities.model_version == str(version)
+        # model_version chose the weights, not only the number reported.
+        served = probabilities.outputs[0].contents.fp32_contents
+        assert_answered_by(served, model_dir, [image], version)
+    request = images_request(image, raw=False, model_version="1")
     output = request.outputs.add(name="probabilities")
     output.parameters["classification"].int64_param = 2
     answer = v2.ModelInfer(request, timeout=30)
     assert answer.model_version == "1"
     assert (answer.outputs[0].datatype, list(answer.outputs[0].shape)) == ("BYTES", [1, 2])
-    for item in answer.outputs[0].contents.bytes_contents:
+    expected = in_process(model_dir, [image], version=1)[0]
+    top = np.argsort(-expected, kind="stable")[:2]
+    for item, index in zip(answer.outputs[0].contents.bytes_contents, top, strict=True):
         assert re.fullmatch(rb"\d\.\d{6}:\d+:\w+", item), item
+        score, got, label = item.decode().split(":")
+        assert (int(got), label) == (index, synthetic.CLASS_NAMES[index])
+        assert float(score) == pytest.approx(expected[index], abs=1e-5)
 
 
 def _pixels_tensor(shape: list[int], data: bytes) -> pb.ModelInferRequest:

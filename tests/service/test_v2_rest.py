@@ -15,10 +15,8 @@ import numpy as np
 import pytest
 
 from model.data import synthetic
-from tests.conftest import encode, random_pixels
-from tests.service.conftest import RunningServer, settings_for
-from tests.service.test_server import in_process, scrape
-from tests.service.test_v2_grpc import BAD_ENCODED, run_probe
+from tests.helpers import assert_answered_by, encode, in_process, random_pixels
+from tests.service.helpers import BAD_ENCODED, RunningServer, run_probe, scrape, settings_for
 
 N_CLASSES = len(synthetic.CLASS_NAMES)
 IMAGE = encode(random_pixels(10, 12, seed=11), "PNG")
@@ -115,7 +113,11 @@ def test_json_bytes_as_base64_strings_or_b64_objects_and_pixels_as_nested_lists(
     assert status == 200 and answer["id"] == "r7" and answer["model_version"] == "2"
     (output,) = answer["outputs"]
     assert (output["datatype"], output["shape"]) == ("FP32", [2, N_CLASSES])
-    np.testing.assert_allclose(np.reshape(output["data"], (2, -1)), expected, atol=1e-5)
+    assert_answered_by(output["data"], model_dir, [IMAGE, IMAGE], version=2)
+    # /versions/N/ chooses the weights, not only the number reported.
+    status, older = json_call(server, "/v2/models/tiny/versions/1/infer", images_body(text))
+    assert status == 200 and older["model_version"] == "1"
+    assert_answered_by(older["outputs"][0]["data"], model_dir, [IMAGE], version=1)
 
     rgb = random_pixels(10, 12, seed=11)
     pixels = {"name": "pixels", "datatype": "UINT8", "shape": [10, 12, 3], "data": rgb.tolist()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.core.versions import VersionPolicy
+from service.version_policy import VersionPolicy
 
 
 @pytest.mark.parametrize(

@@ -17,15 +17,9 @@ from pathlib import Path
 
 import grpc
 
-from vggclient.client import client_from_args
+from vggclient.batch.rows import RETRYABLE
+from vggclient.cli.connection import client_from_args
 from vggclient.explain import explain, overlay_name
-
-# Answers that say "not now"; the image is left without an overlay for a rerun.
-_TRANSIENT = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-}
 
 
 def overlay_path(out_dir: Path, row_path: str) -> Path:
@@ -55,7 +49,7 @@ def write_overlays(args: argparse.Namespace, row_paths: Iterable[str]) -> tuple[
                 print(f"{row_path}: no overlay: {exc.strerror or exc}", file=sys.stderr)
                 continue
             except grpc.RpcError as exc:
-                if exc.code() in _TRANSIENT or exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                if exc.code() in RETRYABLE or exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
                     raise  # the server's state, not the image's: stop and say so
                 failed += 1
                 print(

@@ -1,13 +1,13 @@
-"""Batch inference on Ray Data: `python -m vggclient.batch ... --engine ray`.
+"""Engine "ray": batch inference on Ray Data (`python -m vggclient.batch ... --engine ray`).
 
-The same inputs, flags and rows as the other engines (vggclient.batch lists the
-images, recovers the output file and writes every row); here Ray runs the
+The same inputs, flags and rows as the other engines (vggclient.batch.cli lists
+the images, recovers the output file and writes every row); here Ray runs the
 work, on this machine or across a cluster (--ray-address):
 
     paths --from_items--> read_files (Ray tasks: bytes, or why not)
           --map_batches--> Classifier (Ray actors, --ray-actors of them, each
                            loading the SavedModel once and calling its
-                           serving_default through service.core.runtime)
+                           serving_default through the server's model runtime)
           --iter_batches--> this process: one row per image, appended and flushed
 
 Rows are written by this process only, through the same `Output` as the other
@@ -18,16 +18,19 @@ A kill loses only the blocks in flight (blocks are a few batches each).
 A bad file becomes an error row: unreadable files at the read stage; bad
 images in the actor, by the server's own header check and by the model
 runtime's split of a failed batch (the other images of the batch still get
-their answers).
+their answers). `_embedded` is the one place this engine touches the server's
+code, and only actors call it: the driver never loads the model.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -35,25 +38,18 @@ import numpy as np
 from tqdm import tqdm
 
 from model import layout
-from service.core import images
-from service.core.errors import ServiceError
-from service.settings import Settings
-from vggclient.batch import EngineError, Output, Row, classified, key, read_image_file
-
-log = logging.getLogger("vggclient.batch")
+from vggclient.batch.engine import EngineError, answer, refusal
+from vggclient.batch.files import read_image_file
+from vggclient.batch.output import Output
+from vggclient.batch.rows import Row, key
+from vggclient.client import Classification, ImageError
 
 # A block is this many batches: a kill loses at most the blocks in flight, and
 # a million images are still a manageable number of blocks.
 BATCHES_PER_BLOCK = 4
 MAX_BLOCKS = 20_000
 
-
-def latest_version(model_dir: str) -> Path:
-    """The newest complete version under `model_dir` (what --local serves)."""
-    versions = layout.list_versions(model_dir)
-    if not versions:
-        raise EngineError(f"no exported version under {model_dir}; run `make train` first")
-    return Path(model_dir) / str(versions[-1])
+ClassifyBatch = Callable[[list[bytes]], list[Classification | ImageError]]
 
 
 def read_files(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -73,39 +69,66 @@ def read_files(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 class Classifier:
     """Ray actor: one SavedModel load, then one row (as JSON) per image of each batch."""
 
-    def __init__(self, version_dir: str, name: str, top_k: int) -> None:
-        from service.core.runtime import LoadedModel  # TensorFlow: in the actor, not the driver
-
-        self.model = LoadedModel(name, Path(version_dir))
-        defaults = Settings(model_dir=version_dir)  # the limits the server and --local apply
-        self.limits = images.Limits(defaults.max_message_bytes, defaults.max_image_pixels)
-        self.top_k = top_k
+    def __init__(self, version_dir: str, name: str, top_k: int, batch_size: int = 32) -> None:
+        self.classify = _embedded(version_dir, name, top_k, batch_size)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from service.core.repository import Prediction
-
         paths = [str(p) for p in batch["path"]]
-        rows: list[Row | None] = [None] * len(paths)
-        valid: list[tuple[int, images.EncodedImage]] = []
-        for i, (data, error) in enumerate(zip(batch["data"], batch["error"], strict=True)):
-            if error:
-                rows[i] = classified(paths[i], str(error), self.top_k)
-                continue
-            try:
-                valid.append((i, images.encoded(bytes(data), self.limits)))
-            except ServiceError as exc:
-                rows[i] = classified(paths[i], exc, self.top_k)
-        outcomes = self.model.predict([image for _, image in valid]) if valid else []
-        for (i, _), outcome in zip(valid, outcomes, strict=True):
-            result = (
-                outcome
-                if isinstance(outcome, ServiceError)
-                else Prediction(outcome, self.model.labels, self.model.name, self.model.version)
-            )
-            rows[i] = classified(paths[i], result, self.top_k)
-        texts = [json.dumps(asdict(row)) for row in rows if row is not None]
-        assert len(texts) == len(paths), "every image has a row"
-        return {"row": np.array(texts, dtype=object)}
+        # The read stage's reason where a file could not be read, else its answer.
+        outcomes: list[Classification | ImageError | str] = [str(e) for e in batch["error"]]
+        readable = [i for i, error in enumerate(outcomes) if not error]
+        answers = self.classify([bytes(batch["data"][i]) for i in readable])
+        for i, outcome in zip(readable, answers, strict=True):
+            outcomes[i] = outcome
+        rows = [Row.of(path, outcome) for path, outcome in zip(paths, outcomes, strict=True)]
+        return {"row": np.array([json.dumps(asdict(row)) for row in rows], dtype=object)}
+
+
+def _embedded(version_dir: str, name: str, top_k: int, batch_size: int) -> ClassifyBatch:
+    """The server's core (validation, batcher, runtime) serving exactly `version_dir`,
+    as a function from a batch of image bytes to the client's answers.
+
+    The actor is synchronous; the core runs on an event loop of its own, and a
+    Ray batch is one `classify_each` call, so its images share model calls.
+    """
+    import asyncio
+
+    from service.core import (  # TensorFlow: in the actor, not the driver
+        IN_PROCESS,
+        CoreOptions,
+        Encoded,
+        RequestContext,
+        ServiceError,
+        build_core,
+    )
+
+    folder = Path(version_dir)
+    options = CoreOptions(
+        model_dir=str(folder.parent),
+        model_name=name,
+        versions=folder.name,  # this version only, pinned
+        max_batch_size=batch_size,
+        max_queue=max(1024, batch_size),
+    )
+    loop = asyncio.new_event_loop()
+    core = build_core(options)
+    loop.run_until_complete(core.start())
+
+    def classify(batch: list[bytes]) -> list[Classification | ImageError]:
+        if not batch:
+            return []
+        ctx = RequestContext(IN_PROCESS, "Classify")
+        outcomes = loop.run_until_complete(
+            core.classify_each(ctx, [Encoded(data) for data in batch])
+        )
+        return [
+            refusal(o.code, o.message)
+            if isinstance(o, ServiceError)
+            else answer(o.top(top_k), o.model_name, o.version)
+            for o in outcomes
+        ]
+
+    return classify
 
 
 def start(address: str | None) -> bool:
@@ -129,8 +152,17 @@ def start(address: str | None) -> bool:
 
 def run(args: argparse.Namespace, todo: list[Path], output: Output, progress: tqdm) -> int:
     """Classifies `todo` with Ray and writes a row for each; returns 0 (no image
-    is left without an answer: a failure of Ray itself raises)."""
-    version_dir = latest_version(args.model)
+    is left without an answer: a failure of Ray itself raises).
+
+    Raises:
+        EngineError: Ray is not installed, or `args.model` holds no version.
+    """
+    # Looked up, not imported: Ray must be imported after start() sets its variables.
+    if importlib.util.find_spec("ray") is None:
+        raise EngineError("--engine ray needs Ray: pip install -r requirements-ray.txt")
+    version_dir = layout.latest_version_dir(args.model)
+    if version_dir is None:
+        raise EngineError(f"no exported version under {args.model}; run `make train` first")
     if not todo:
         return 0
     started = start(args.ray_address)
@@ -149,7 +181,13 @@ def run(args: argparse.Namespace, todo: list[Path], output: Output, progress: tq
             read_files, batch_size=args.batch_size, batch_format="numpy"
         ).map_batches(
             Classifier,
-            fn_constructor_args=(str(version_dir), Path(args.model).resolve().name, args.top_k),
+            # The model's name is its folder's, whether --model names it or a version in it.
+            fn_constructor_args=(
+                str(version_dir),
+                version_dir.resolve().parent.name,
+                args.top_k,
+                args.batch_size,
+            ),
             batch_size=args.batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=args.ray_actors),

@@ -1,4 +1,4 @@
-"""A Python client for vggserve, and `python -m vggclient.client IMAGE...`.
+"""A Python client for vggserve: the library (its command line is vggclient.cli.classify).
 
     with Client("127.0.0.1:8500") as client:
         result = client.classify("cat.jpg", top_k=3)
@@ -9,17 +9,15 @@ Images may be file paths, encoded bytes, or uint8 numpy arrays (h, w) or
 draining) are retried with exponential backoff by gRPC's own retry policy.
 A bearer token is sent only over TLS unless the caller opts in
 (`allow_insecure_token=True`, `--insecure-token`), as gRPC's own call
-credentials do. The command line splits many files into requests that stay
-under the message limit.
+credentials do. `request_groups` splits many images into ClassifyBatch
+requests that stay under the server's message limit.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -30,8 +28,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protos.vggserve.v1 import classifier_pb2 as pb
 from protos.vggserve.v1 import classifier_pb2_grpc as pb_grpc
-from service import cli
-from service.security import parse_tokens
 
 SERVICE = "vggserve.v1.ImageClassifier"
 ImageLike = str | Path | bytes | np.ndarray
@@ -310,140 +306,3 @@ def request_groups(sizes: list[int], max_bytes: int, max_images: int) -> list[li
     if current:
         groups.append(current)
     return groups
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = cli.ArgumentParser(
-        prog="python -m vggclient.client",
-        description="Classify image files with a vggserve server.",
-    )
-    parser.add_argument("images", nargs="+", help="JPEG, PNG, BMP or GIF files")
-    parser.add_argument("--target", default="127.0.0.1:8500", help="server host:port")
-    parser.add_argument(
-        "--top-k", type=cli.at_least(1), default=5, help="classes per image (default: 5)"
-    )
-    parser.add_argument(
-        "--timeout", type=cli.at_least(0.001, float), default=30.0, help="seconds per call"
-    )
-    parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    parser.add_argument(
-        "--max-message-bytes",
-        type=int,
-        default=16 * 1024 * 1024,
-        help="largest request sent; set it to the server's --max-message-bytes "
-        "(default: 16 MiB, the server's default). Files are split into requests under it",
-    )
-    parser.add_argument(
-        "--max-images", type=int, default=64, help="most images per request (default: 64)"
-    )
-    parser.add_argument(
-        "--explain",
-        metavar="OUT_DIR",
-        help="write a Grad-CAM overlay PNG per image into OUT_DIR (vggclient.explain)",
-    )
-    add_connection_flags(parser)
-    args = parser.parse_args(argv)
-    if args.explain:
-        from vggclient.explain import write_overlays  # imports this module
-
-        return write_overlays(args)
-    failed = 0
-    readable: list[tuple[str, bytes]] = []
-    for name in args.images:
-        try:
-            readable.append((name, Path(name).read_bytes()))
-        except OSError as exc:
-            failed += 1
-            _print_error(name, f"cannot read file: {exc.strerror or exc}", args.json)
-    groups = request_groups(
-        [len(data) for _, data in readable], args.max_message_bytes, max(args.max_images, 1)
-    )
-    grouped = {index for group in groups for index in group}
-    for index, (name, data) in enumerate(readable):
-        if index not in grouped:
-            failed += 1
-            _print_error(
-                name,
-                f"file is {len(data)} bytes: too large for one request under "
-                f"--max-message-bytes {args.max_message_bytes}",
-                args.json,
-            )
-    if not groups:
-        return 1
-    outcomes: dict[int, Classification | ImageError] = {}
-    try:
-        with client_from_args(args, max_message_bytes=args.max_message_bytes) as client:
-            for group in groups:
-                answers = client.classify_batch([readable[i][1] for i in group], top_k=args.top_k)
-                outcomes.update(zip(group, answers, strict=True))
-    except grpc.RpcError as exc:
-        print(f"error: {args.target}: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 2
-    except (ValueError, OSError) as exc:  # token or TLS files, a token without TLS
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for index in sorted(outcomes):
-        name, outcome = readable[index][0], outcomes[index]
-        if isinstance(outcome, ImageError):
-            failed += 1
-            _print_error(name, f"{outcome.code.name}: {outcome.message}", args.json)
-        elif args.json:
-            print(json.dumps({"image": name, **asdict(outcome)}))
-        else:
-            print(f"{name}  (model {outcome.model_name} v{outcome.model_version})")
-            for score in outcome.classes:
-                print(f"  {score.probability:7.2%}  {score.label}")
-    return 1 if failed else 0
-
-
-def add_connection_flags(parser: argparse.ArgumentParser) -> None:
-    """--token-file, --insecure-token, --ca, --cert, --key (shared by the tools)."""
-    parser.add_argument(
-        "--token-file",
-        help="file holding the bearer token (the server's format: the first line that is "
-        "not blank or a # comment)",
-    )
-    parser.add_argument(
-        "--insecure-token",
-        action="store_true",
-        help="send the token even without TLS (anyone on the path can read it)",
-    )
-    parser.add_argument("--ca", help="PEM CA of the server's certificate (turns TLS on)")
-    parser.add_argument("--cert", help="PEM client certificate, for mutual TLS")
-    parser.add_argument("--key", help="PEM key of --cert")
-
-
-def client_from_args(args: argparse.Namespace, **kwargs: Any) -> Client:
-    """A Client from the connection flags.
-
-    Raises:
-        ValueError: the token file holds no token, or a token without TLS.
-        OSError: a file named by a flag cannot be read.
-    """
-    token = None
-    if args.token_file:
-        tokens = parse_tokens(Path(args.token_file).read_text(encoding="utf-8"))
-        if not tokens:
-            raise ValueError(f"--token-file {args.token_file} holds no token")
-        token = tokens[0]
-    return Client(
-        args.target,
-        timeout=args.timeout,
-        token=token,
-        ca_file=args.ca,
-        cert_file=args.cert,
-        key_file=args.key,
-        allow_insecure_token=args.insecure_token,
-        **kwargs,
-    )
-
-
-def _print_error(name: str, message: str, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps({"image": name, "error": message}))
-    else:
-        print(f"{name}: error: {message}", file=sys.stderr)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
