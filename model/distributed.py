@@ -6,8 +6,9 @@ model; every step all-reduces the gradients, so the copies stay identical.
 
 Keras 3.15's `model.fit` fails under this strategy ("Attempt to convert a value
 (PerReplica...)", keras-team/keras#20585), so training here is a custom loop
-(`strategy.run` + `tf.nn.compute_average_loss`) over the same input pipeline,
-plan, learning-rate schedule and early stopping as `model.fitting`:
+(`model.distributed_loop`: `strategy.run` + `tf.nn.compute_average_loss`) over
+the same input pipeline, plan, learning-rate schedule and early stopping as
+`model.fitting`:
 
 - The plan's batch size is per replica; the global batch is that times the
   replicas, and an epoch is one pass of the global batch over the data.
@@ -15,8 +16,13 @@ plan, learning-rate schedule and early stopping as `model.fitting`:
   image is decoded twice.
 - Validation runs on every worker and the figures are averaged across
   workers, so every worker takes the same early-stopping decision.
-- A worker that dies makes the others fail within --collective-timeout
-  seconds (a collective that cannot complete) instead of hanging.
+- A worker that dies makes the others fail (TensorFlow's heartbeats notice
+  within seconds); a step that waits longer than --collective-timeout seconds
+  on a worker that is alive but stuck fails too (`model.step_watchdog`: one
+  thread for the run, not TensorFlow's thread per collective op).
+- A run that ends well ends on every worker at once (`leave_together`): a
+  worker that left first would look crashed to the chief's coordination
+  service, which logs "tasks have crashed" while the chief still exports.
 
 The strategy must exist before any other TensorFlow op: `strategy()` is the
 first thing `model.train` does with --distributed.
@@ -29,18 +35,19 @@ import json
 import logging
 import os
 import re
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.eager import context  # collective abort and barrier: no public API
 
 from model.cli import TrainOptions
 from model.data import ImageSet
-from model.fitting import BestWeights, Throughput, batches, training_batches
+from model.distributed_loop import fit_loop
+from model.fitting import BestWeights, Throughput
 from model.plan import Plan
+from model.step_watchdog import StepWatchdog
 
 log = logging.getLogger("model.train")
 
@@ -94,13 +101,17 @@ def tf_config_from_env(env: dict[str, str]) -> str | None:
     return json.dumps({"cluster": {"worker": hosts}, "task": task})
 
 
-def strategy(timeout_s: float) -> tf.distribute.MultiWorkerMirroredStrategy:
-    """The strategy for TF_CONFIG's cluster; collectives give up after `timeout_s`."""
+def strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
+    """The strategy for TF_CONFIG's cluster.
+
+    No `CommunicationOptions(timeout_seconds=...)`: TensorFlow starts one
+    sleeping thread per collective op for that timeout, thousands a minute
+    (see `model.step_watchdog`, which bounds each step instead).
+    """
     built = tf_config_from_env(dict(os.environ))
     if built is not None:
         os.environ["TF_CONFIG"] = built
-    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout_s)
-    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    return tf.distribute.MultiWorkerMirroredStrategy()
 
 
 def role_of(strat: tf.distribute.Strategy) -> Role:
@@ -133,18 +144,50 @@ def fit(
     """`model.fitting.fit_phase`'s job under `strat`; `model` was built in its scope.
 
     Raises:
-        WorkerLost: a collective failed (a peer died or timed out).
+        WorkerLost: a collective failed (a peer died, or a step outlasted
+            --collective-timeout).
     """
+    watchdog = StepWatchdog(options.collective_timeout, _abort_collectives)
     try:
-        return _fit(model, plan, train_set, val_set, options, throughput, strat, role)
+        with watchdog:
+            return fit_loop(
+                model, plan, train_set, val_set, options, throughput, strat, role, watchdog
+            )
     except PEER_ERRORS as exc:
         log.error("a collective failed: %s", exc.message)  # TensorFlow's whole account
         raise WorkerLost(
             f"worker {role.index} of {role.workers}: training stopped because another worker "
-            f"died or stopped answering ({_reason(exc, role.index)}); restart every "
-            f"worker to train again (a step waits at most --collective-timeout "
+            f"died or stopped answering ({watchdog.fired or _reason(exc, role.index)}); "
+            f"restart every worker to train again (a step waits at most --collective-timeout "
             f"{options.collective_timeout:g} s)"
         ) from exc
+
+
+def _abort_collectives(message: str) -> None:
+    """Fails every collective this process waits on (and any later one)."""
+    context.context().abort_collective_ops(tf.errors.DEADLINE_EXCEEDED, message)
+
+
+def leave_together(role: Role, timeout_s: float) -> None:
+    """Returns once every worker has called it (or after `timeout_s`, with a warning).
+
+    The chief hosts the coordination service. A worker whose process ends
+    while the chief still evaluates and exports stops sending heartbeats, and
+    the service logs it as crashed ("tasks have crashed") although the run
+    went well; a last barrier makes every worker end its run together.
+    """
+    if role.workers < 2:
+        return
+    try:
+        context.context().wait_at_barrier("vggserve-run-end", int(timeout_s * 1000))
+    except tf.errors.OpError as exc:
+        log.warning(
+            "worker %d of %d: the other workers did not reach the end of the run within %g s: %s",
+            role.index,
+            role.workers,
+            timeout_s,
+            " ".join((exc.message or type(exc).__name__).split())[:300],
+        )
 
 
 def _reason(exc: tf.errors.OpError, own_index: int) -> str:
@@ -165,123 +208,3 @@ def _reason(exc: tf.errors.OpError, own_index: int) -> str:
     lines = [line.strip() for line in message.splitlines()]
     said = [line for line in lines if line and not line.startswith(("Detected at node", "File"))]
     return f"{peer}: {said[-1][:200] if said else type(exc).__name__}"
-
-
-def _fit(
-    model: keras.Model,
-    plan: Plan,
-    train_set: ImageSet,
-    val_set: ImageSet,
-    options: TrainOptions,
-    throughput: Throughput,
-    strat: tf.distribute.Strategy,
-    role: Role,
-) -> tuple[dict[str, list[float]], BestWeights]:
-    global_batch = plan.batch_size * role.replicas
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if plan.warmup_steps else plan.learning_rate,
-        decay_steps=max(1, plan.total_steps - plan.warmup_steps),
-        alpha=0.01,
-        warmup_target=plan.learning_rate if plan.warmup_steps else None,
-        warmup_steps=plan.warmup_steps,
-    )
-    with strat.scope():
-        optimizer = keras.optimizers.Adam(schedule)
-        optimizer.build(model.trainable_variables)
-    weights = plan.class_weights
-    class_weight = (
-        tf.constant([weights[i] for i in range(len(weights))], tf.float32) if weights else None
-    )
-
-    def dataset(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        # Shard the file list, not decoded images: each worker decodes only its own.
-        shard = train_set.subset(
-            np.arange(context.input_pipeline_id, len(train_set), context.num_input_pipelines)
-        )
-        per_replica = replace(plan, batch_size=context.get_per_replica_batch_size(global_batch))
-        return training_batches(shard, per_replica, options.seed + role.index, options.cache)
-
-    batches_in = iter(strat.distribute_datasets_from_function(dataset))
-
-    def step(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        with tf.GradientTape() as tape:
-            probabilities = model(images, training=True)
-            losses = keras.losses.sparse_categorical_crossentropy(labels, probabilities)
-            if class_weight is not None:
-                losses *= tf.gather(class_weight, tf.cast(labels, tf.int32))
-            loss = tf.nn.compute_average_loss(losses, global_batch_size=global_batch)
-            if model.losses:
-                loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
-        gradients = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables, strict=True))
-        predicted = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
-        correct = tf.reduce_sum(tf.cast(tf.equal(predicted, tf.cast(labels, tf.int32)), "float32"))
-        return loss, correct
-
-    @tf.function
-    def train_step(iterator: Iterator) -> tuple[tf.Tensor, tf.Tensor]:
-        loss, correct = strat.run(step, args=next(iterator))
-        total = tf.distribute.ReduceOp.SUM
-        return strat.reduce(total, loss, axis=None), strat.reduce(total, correct, axis=None)
-
-    @tf.function
-    def agree(values: tf.Tensor) -> tf.Tensor:
-        """The mean of `values` over the replicas: one figure on every worker."""
-        local = strat.run(lambda: tf.identity(values))
-        return strat.reduce(tf.distribute.ReduceOp.MEAN, local, axis=None)
-
-    predict = tf.function(lambda images: model(images, training=False))
-    val_batches = batches(val_set, 256, options.cache, "validation")
-    best = BestWeights(plan.patience_epochs, options.target_accuracy)
-    best.set_model(model)
-    model.stop_training = False  # fit() sets it; BestWeights sets it to stop
-    history: dict[str, list[float]] = {}
-    for epoch in range(plan.epochs):
-        started = time.perf_counter()
-        loss_sum = correct_sum = 0.0
-        for _ in range(plan.steps_per_epoch):
-            loss, correct = train_step(batches_in)
-            loss_sum += float(loss)
-            correct_sum += float(correct)
-        seconds = time.perf_counter() - started
-        throughput.seconds += seconds
-        throughput.epochs += 1
-        val_loss, val_accuracy = _evaluate(predict, val_batches)
-        figures = agree(tf.constant([val_loss, val_accuracy], tf.float32)).numpy()
-        logs = {
-            "loss": loss_sum / plan.steps_per_epoch,
-            "accuracy": correct_sum / (plan.steps_per_epoch * global_batch),
-            "val_loss": float(figures[0]),
-            "val_accuracy": float(figures[1]),
-        }
-        for name, value in logs.items():
-            history.setdefault(name, []).append(value)
-        log.info(
-            "epoch %d/%d: loss %.4f, accuracy %.4f, validation accuracy %.4f; %.0f images/s "
-            "(global batch %d, %d replicas)",
-            epoch + 1,
-            plan.epochs,
-            logs["loss"],
-            logs["accuracy"],
-            logs["val_accuracy"],
-            plan.steps_per_epoch * global_batch / seconds,
-            global_batch,
-            role.replicas,
-        )
-        best.on_epoch_end(epoch, logs)
-        if model.stop_training:
-            break
-    best.on_train_end()
-    return history, best
-
-
-def _evaluate(predict: tf.types.experimental.PolymorphicFunction, data: tf.data.Dataset) -> tuple:
-    """(mean loss, accuracy) of the model over `data`, on this worker alone."""
-    loss_sum = correct = count = 0.0
-    for images, labels in data:
-        probabilities = predict(images)
-        losses = keras.losses.sparse_categorical_crossentropy(labels, probabilities)
-        loss_sum += float(tf.reduce_sum(losses))
-        correct += float(np.sum(np.argmax(probabilities, axis=-1) == labels.numpy()))
-        count += int(labels.shape[0])
-    return loss_sum / max(count, 1), correct / max(count, 1)

@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from model.cli import TrainOptions
 from model.data import ImageSet
+from model.optim import optimizer_for
 from model.plan import Plan
 
 # The shuffle buffer of cached (decoded) images holds at most this many bytes.
@@ -169,15 +170,8 @@ def fit_phase(
     phase: int,
 ) -> tuple[dict[str, list[float]], BestWeights]:
     """One phase: compiles (which fixes what trains) and fits from `first_epoch` on."""
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if plan.warmup_steps else plan.learning_rate,
-        decay_steps=max(1, plan.total_steps - plan.warmup_steps),
-        alpha=0.01,
-        warmup_target=plan.learning_rate if plan.warmup_steps else None,
-        warmup_steps=plan.warmup_steps,
-    )
     model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
+        optimizer=optimizer_for(plan),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )

@@ -120,6 +120,35 @@ def test_two_workers_train_in_sync_and_the_chief_exports_what_it_trained(tmp_pat
         server.stop()
 
 
+def epoch_threads(log: Path) -> list[int]:
+    """The thread count each epoch's log line reports."""
+    return [
+        int(n) for n in re.findall(r"^.* epoch \d+/\d+: .*; (\d+) threads$", log.read_text(), re.M)
+    ]
+
+
+@pytest.mark.slow
+def test_threads_stay_flat_over_epochs_and_both_workers_end_cleanly(tmp_path: Path) -> None:
+    # TensorFlow's per-collective timeout started a thread per collective op that
+    # slept for the whole timeout: ~1200 more threads an epoch here, until the
+    # workers died ("Resource temporarily unavailable") after a few epochs.
+    workers = start_workers(tmp_path, "--epochs", "5")
+    try:
+        codes = [process.wait(timeout=300) for process, _, _ in workers]
+    finally:
+        stop(workers)
+    logs = [log.read_text() for _, _, log in workers]
+    assert codes == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    for index, (_, _, log) in enumerate(workers):
+        threads = epoch_threads(log)
+        assert len(threads) == 5, logs[index][-3000:]
+        # The first epoch's count includes pools that start with the first steps.
+        assert max(threads[1:]) - min(threads[1:]) <= 10, f"worker {index}: {threads}"
+        # A worker that left while the other still ran looked crashed to the
+        # chief's coordination service ("tasks have crashed", heartbeat errors).
+        assert not re.search(r"crashed|heartbeat", logs[index], re.I), logs[index][-3000:]
+
+
 @pytest.mark.slow
 def test_a_worker_that_dies_fails_the_run_with_a_clear_error(tmp_path: Path) -> None:
     workers = start_workers(tmp_path, "--epochs", "500", "--collective-timeout", "60")
