@@ -1,10 +1,11 @@
 """The one exception hierarchy of the service core.
 
-Each error names its status as a plain string; `service.adapters.grpc_status` is the
-single place that turns these into gRPC status codes, so the core stays free
-of gRPC. Messages are written for the user who caused them: say what is wrong
-and what is allowed. Anything not a ServiceError is a bug: it is logged with
-its trace and answered INTERNAL without details.
+Each error names its status as a plain string; `service.adapters.grpc_calls`
+turns it into a gRPC status and `service.adapters.rest` into an HTTP status
+(one place each), so the core stays free of gRPC and HTTP. Messages are
+written for the user who caused them: say what is wrong and what is allowed.
+Anything not a ServiceError is a bug: it is logged with its trace and
+answered INTERNAL without details.
 """
 
 from __future__ import annotations
