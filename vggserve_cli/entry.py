@@ -12,16 +12,14 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, NoReturn
-
-from vggserve_cli import quiet
+from typing import Any, NamedTuple, NoReturn
 
 PROG = "vggserve"
 
 
-@dataclass(frozen=True)
-class Command:
+# A NamedTuple, and quiet imported only to run a command: `--help` answers
+# with little more than the interpreter's own start-up.
+class Command(NamedTuple):
     """One subcommand.
 
     Attributes:
@@ -131,5 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         fail(f"unknown command {name!r}; choose one of: {', '.join(COMMANDS)}")
     if not verbose:
+        from vggserve_cli import quiet
+
         quiet.quiet_tensorflow(os.environ)
     return run(name, args)
