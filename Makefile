@@ -32,7 +32,7 @@ test: lint
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy model service vggclient vggcommon loadtest
+	$(VENV)/bin/mypy model service vggclient vggcommon vggserve_cli loadtest
 
 ## Regenerate the gRPC Python code from protos/ (the one way it is made).
 protos: $(STAMP)
@@ -44,18 +44,18 @@ check-protos: $(STAMP)
 
 ## Train and export the default model (models/vgg-mini/<next version>).
 train: $(STAMP)
-	$(PY) -m model.train --output $(MODELS) --name $(NAME)
+	$(VENV)/bin/vggserve train --output $(MODELS) --name $(NAME)
 
 ## The README's main command: train the default model if none exists, then serve it.
 serve: $(STAMP)
-	$(PY) -m model.train --output $(MODELS) --name $(NAME) --skip-if-exists
-	$(PY) -m service --model-dir $(MODELS)/$(NAME) --port $(PORT)
+	$(VENV)/bin/vggserve train --output $(MODELS) --name $(NAME) --skip-if-exists
+	$(VENV)/bin/vggserve serve --model-dir $(MODELS)/$(NAME) --port $(PORT)
 
 loadtest: $(STAMP)
-	$(PY) -m loadtest --model-dir $(MODELS)/$(NAME)
+	$(VENV)/bin/vggserve loadtest --model-dir $(MODELS)/$(NAME)
 
 bench: $(STAMP)
-	$(PY) -m loadtest.bench --model-dir $(MODELS)/$(NAME)
+	$(VENV)/bin/vggserve bench --model-dir $(MODELS)/$(NAME)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

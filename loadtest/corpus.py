@@ -11,8 +11,6 @@ import io
 import numpy as np
 from PIL import Image
 
-from model.data import synthetic
-
 # (height, width) pairs from thumbnail to VGA, for the mixed corpus.
 MIXED_SIZES = ((32, 32), (64, 64), (96, 128), (128, 128), (240, 320), (480, 640))
 
@@ -26,6 +24,10 @@ def encode(pixels: np.ndarray, fmt: str, quality: int = 90) -> bytes:
 
 def fixed(count: int = 64, size: int = 128, fmt: str = "JPEG", seed: int = 0) -> list[bytes]:
     """`count` square images of one size and format (the benchmark's corpus)."""
+    # Here, not at the top: model.data imports TensorFlow, and loadtest.bench's
+    # --help must answer without it.
+    from model.data import synthetic
+
     rng = np.random.default_rng(seed)
     n_classes = len(synthetic.CLASS_NAMES)
     return [encode(synthetic.render(i % n_classes, (size, size), rng), fmt) for i in range(count)]
@@ -33,6 +35,10 @@ def fixed(count: int = 64, size: int = 128, fmt: str = "JPEG", seed: int = 0) ->
 
 def mixed(count: int = 48, seed: int = 0) -> list[bytes]:
     """JPEG and PNG images of mixed sizes, 32x32 up to 640x480 (the load test's corpus)."""
+    # Here, not at the top: model.data imports TensorFlow, and loadtest.bench's
+    # --help must answer without it.
+    from model.data import synthetic
+
     rng = np.random.default_rng(seed)
     n_classes = len(synthetic.CLASS_NAMES)
     images = []

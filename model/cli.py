@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from model.architecture import PRESETS
+# Not model.architecture: building the options (and --help) must not import TensorFlow.
+from model.vgg_config import PRESETS
 
 # Presets that --weights can start from (keras.applications ships their ImageNet weights).
 TRANSFER_PRESETS = ("vgg16", "vgg19")

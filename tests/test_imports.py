@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("model", "service", "vggclient", "vggcommon", "loadtest", "protos")
+PACKAGES = ("model", "service", "vggclient", "vggcommon", "vggserve_cli", "loadtest", "protos")
 CLIENT = "vggclient"
 ENTRY_POINT = "service.core"
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import tensorflow as tf
 
-# Image files the loaders and the batch tool pick up (what decode_image reads).
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif"})
+# Re-exported for the loaders (model.data.folder).
+from model.image_files import IMAGE_SUFFIXES as IMAGE_SUFFIXES
 
 # An element of a source (a file path, or an index into an array) -> float32
 # [height, width, 3] in 0-255 at the model's input size.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from model.data import IMAGE_SUFFIXES
+from model.image_files import IMAGE_SUFFIXES  # not model.data: that imports TensorFlow
 
 
 def find_images(inputs: Iterable[str]) -> Iterator[Path]:
