@@ -36,6 +36,7 @@ COPY model/ model/
 COPY service/ service/
 COPY vggclient/ vggclient/
 COPY vggcommon/ vggcommon/
+COPY vggserve_cli/ vggserve_cli/
 COPY protos/ protos/
 COPY loadtest/ loadtest/
 ENV PYTHONPATH=/app
