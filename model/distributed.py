@@ -35,7 +35,6 @@ import json
 import logging
 import os
 import re
-from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -44,7 +43,7 @@ from tensorflow.python.eager import context  # collective abort and barrier: no 
 
 from model.cli import TrainOptions
 from model.data import ImageSet
-from model.distributed_loop import fit_loop
+from model.distributed_loop import Role, fit_loop
 from model.fitting import BestWeights, Throughput
 from model.plan import Plan
 from model.step_watchdog import StepWatchdog
@@ -68,19 +67,6 @@ class ClusterConfigError(Exception):
 
 class WorkerLost(Exception):
     """A collective failed: a peer died or stopped answering; the message says which."""
-
-
-@dataclass(frozen=True)
-class Role:
-    """This process's place in the cluster."""
-
-    index: int  # the worker's number (0 is the chief)
-    workers: int
-    replicas: int  # across the cluster
-
-    @property
-    def chief(self) -> bool:
-        return self.index == 0
 
 
 def tf_config_from_env(env: dict[str, str]) -> str | None:

@@ -14,9 +14,8 @@ import logging
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
@@ -29,10 +28,20 @@ from model.optim import optimizer_for
 from model.plan import Plan
 from model.step_watchdog import StepWatchdog
 
-if TYPE_CHECKING:
-    from model.distributed import Role
-
 log = logging.getLogger("model.train")
+
+
+@dataclass(frozen=True)
+class Role:
+    """This process's place in the cluster."""
+
+    index: int  # the worker's number (0 is the chief)
+    workers: int
+    replicas: int  # across the cluster
+
+    @property
+    def chief(self) -> bool:
+        return self.index == 0
 
 
 def fit_loop(
