@@ -92,8 +92,15 @@ class RpcLimit(grpc.aio.ServerInterceptor):
                 try:
                     answers = inner(request, context)
                     if inspect.isasyncgen(answers):
-                        async for answer in answers:
-                            yield answer
+                        try:
+                            async for answer in answers:
+                                yield answer
+                        finally:
+                            # When the client cancels, grpc closes this generator at its
+                            # `yield`; close the handler's too, now, so its own clean-up
+                            # (counting the call CANCELLED) runs at once, not whenever
+                            # the garbage collector finalises it.
+                            await answers.aclose()
                     else:  # a handler that writes with context.write()
                         await answers
                 finally:
