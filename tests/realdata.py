@@ -28,18 +28,19 @@ IMAGE_SUFFIX = ".png"
 
 @dataclass(frozen=True)
 class RealSet:
-    """A real image set written to disk as train/<class>/*.png and test/<class>/*.png."""
+    """A real image set on disk: train/<class>/*<suffix> and test/<class>/*<suffix>."""
 
     name: str
     train_dir: Path
     test_dir: Path
     class_names: list[str]
+    suffix: str = IMAGE_SUFFIX
 
     def files(self, which: str) -> Iterator[tuple[Path, int]]:
         """(file, label index) of the train or test folder, in a stable order."""
         root = self.train_dir if which == "train" else self.test_dir
         for label, name in enumerate(self.class_names):
-            for path in sorted((root / name).glob("*" + IMAGE_SUFFIX)):
+            for path in sorted((root / name).glob("*" + self.suffix)):
                 yield path, label
 
 
