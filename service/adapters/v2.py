@@ -213,7 +213,10 @@ def _pixels(core: Core, tensor: Tensor) -> Images:
             data = bytes(values)
         except (TypeError, ValueError):
             data = b""
-        if len(data) != expected or any(map(isinstance, values, repeat(bool))):
+        # Only a JSON list can hold booleans; a protobuf repeated uint field cannot,
+        # so gRPC's (up to millions of values, on the event loop) skips the scan.
+        json_bools = isinstance(values, list) and any(map(isinstance, values, repeat(bool)))
+        if len(data) != expected or json_bools:
             raise InvalidRequest(f"input '{PIXELS}' is UINT8: every value must be 0..255") from None
     return PixelBlock(data, n, height, width, channels)
 

@@ -69,7 +69,7 @@ def seconds_until_closed(sock: socket.socket, started: float) -> float | None:
     except TimeoutError:
         return None
     except ConnectionResetError:
-        pass
+        pass  # a reset is the server closing too (it may not read what was left unsent)
     return time.monotonic() - started
 
 
