@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -167,3 +169,43 @@ def test_rest_explain_errors(
     request = {"instances": [b64(encode(random_pixels(16, 16)))], **(body or {})}
     got_status, got = post(explain_server, path, request)
     assert (got_status, fragment in got["error"]) == (status, True), got
+
+
+def test_batch_overlays_wait_their_turn_at_a_full_explain_gate(
+    tiny_model: TrainResult, tmp_path: Path
+) -> None:
+    # Three batch jobs explain at once against a server that explains one image
+    # at a time: the refused calls (RESOURCE_EXHAUSTED) are resent after a
+    # backoff, so every job still gets every overlay and exits 0.
+    running = RunningServer(
+        settings_for(Path(tiny_model.version_dir).parent, explain_max_concurrent=1)
+    )
+    running.load()
+    try:
+        jobs = []
+        for job in range(3):
+            photos = tmp_path / f"photos{job}"
+            photos.mkdir()
+            for i in range(4):
+                (photos / f"p{i}.png").write_bytes(encode(random_pixels(48, 48, seed=10 * job + i)))
+            argv = [str(photos), "--out", str(tmp_path / f"rows{job}.jsonl")]
+            argv += ["--explain-dir", str(tmp_path / f"overlays{job}"), "--target", running.target]
+            argv += ["--backoff", "0.02", "--max-retries", "50"]
+            jobs.append(argv)
+        with ThreadPoolExecutor(len(jobs)) as pool:
+            codes = list(pool.map(batch_cli.main, jobs))
+        assert codes == [0, 0, 0]
+        for job in range(3):
+            assert len(list((tmp_path / f"overlays{job}").iterdir())) == 4
+        refused = re.findall(
+            r'^vggserve_requests_total\{code="RESOURCE_EXHAUSTED",method="Explain",[^}]*\} '
+            r"([\d.]+)$",
+            running.metrics(),
+            re.M,
+        )
+        # Not a timing assertion: it shows the gate was reached, so the backoff was exercised.
+        assert refused and float(refused[0]) > 0, (
+            "no Explain call was refused; the gate was never full"
+        )
+    finally:
+        running.stop()

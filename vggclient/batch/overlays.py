@@ -5,6 +5,10 @@ After the rows are written, each image with an ok row gets DIR/<stem>-<hash>.ove
 not collide). An overlay already there is kept, so a rerun only fills the gaps,
 as the rows do. Explain is one call per image: it has its own queue on the
 server, so a batch of explanations does not slow other clients' Classify.
+That queue is small (a few explanations at once), so "not now" answers
+(RESOURCE_EXHAUSTED while other clients explain, UNAVAILABLE while a replica
+drains) are resent after the same doubling backoff as the rows, until
+--max-retries consecutive refusals.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -19,7 +24,8 @@ import grpc
 
 from vggclient.batch.rows import RETRYABLE
 from vggclient.cli.connection import client_from_args
-from vggclient.explain import explain, overlay_name
+from vggclient.client import Client
+from vggclient.explain import ExplainResult, explain, overlay_name
 
 
 def overlay_path(out_dir: Path, row_path: str) -> Path:
@@ -43,7 +49,7 @@ def write_overlays(args: argparse.Namespace, row_paths: Iterable[str]) -> tuple[
             if target.exists():
                 continue
             try:
-                answer = explain(client, Path(row_path).read_bytes(), top_k=args.top_k)
+                answer = _explain_with_backoff(client, args, Path(row_path).read_bytes())
             except OSError as exc:
                 failed += 1
                 print(f"{row_path}: no overlay: {exc.strerror or exc}", file=sys.stderr)
@@ -61,3 +67,16 @@ def write_overlays(args: argparse.Namespace, row_paths: Iterable[str]) -> tuple[
             partial.rename(target)  # a kill never leaves half a PNG under the final name
             written += 1
     return written, failed
+
+
+def _explain_with_backoff(client: Client, args: argparse.Namespace, data: bytes) -> ExplainResult:
+    """One explanation, resent after a doubling backoff while the server says "not now"."""
+    refusals = 0
+    while True:
+        try:
+            return explain(client, data, top_k=args.top_k)
+        except grpc.RpcError as exc:
+            refusals += 1
+            if exc.code() not in RETRYABLE or refusals > args.max_retries:
+                raise
+            time.sleep(min(args.backoff * 2 ** (refusals - 1), 30.0))
