@@ -109,6 +109,10 @@ class Server:
             context = rest.Context(self.core)
             self._rest = rest.RestServer(settings, context, REST_PROTOCOLS, tokens, self._limit)
 
+    def rest_routes(self) -> list[tuple[str, str]]:
+        """(method, path pattern) of every REST route served; empty with REST off."""
+        return self._rest.routes() if self._rest is not None else []
+
     async def start(self) -> int:
         """Binds and starts answering (NOT_SERVING until the model is warm)."""
         for service in ("", *SERVICES):

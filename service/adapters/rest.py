@@ -4,6 +4,9 @@ It owns what is the same for every REST API: the port, TLS, bearer tokens,
 the body size limit, the concurrent-call limit (shared with gRPC), request
 deadlines, the drain, per-request metrics, the unauthenticated `/metrics`,
 and turning errors into `{"error": "..."}` with the HTTP status of their code.
+It also serves the OpenAPI description of every route it mounts at
+`/openapi.json` (built from each protocol's `Api`; a route without one stops
+the start), rendered at `/docs` (adapters/api_docs.py).
 
 A protocol module adds its routes through a `Protocol`: a metrics label and a
 function `routes(context) -> list[Route]`. Its handlers take the request and
@@ -20,7 +23,7 @@ For example:
 
     PROTOCOL = rest.Protocol(V2_REST, lambda context: [
         rest.Route("GET", "/v2/health/live", live, "ServerLive", open=True),
-    ])
+    ], v2_openapi.API)  # v2_openapi.API.operations["ServerLive"] describes it
 
 aiohttp's AppRunner installs no signal handlers (uvicorn's serve() would take
 SIGTERM from the drain in service.__main__).
@@ -40,7 +43,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.adapters import http_guard
+from service.adapters import api_docs, http_guard, openapi
 from service.adapters.grpc_calls import INTERNAL_MESSAGE, principal_of
 from service.adapters.grpc_limits import RpcLimit
 from service.core import (
@@ -125,6 +128,7 @@ class Context:
 class Protocol:
     label: str  # its `protocol` metrics label (service.core.protocols)
     routes: Callable[[Context], list[Route]]
+    api: openapi.Api  # the OpenAPI description of each route, by `Route.name`
 
 
 def error(status: int, message: str) -> web.Response:
@@ -196,11 +200,29 @@ class RestServer:
             client_max_size=settings.max_message_bytes, middlewares=[self._json_errors]
         )
         app.router.add_get(METRICS_PATH, self._metrics)
+        described = [
+            openapi.describe(openapi.SERVER_API, "server", "GET", path, name, open=True)
+            for path, name in ((METRICS_PATH, "Metrics"), (api_docs.OPENAPI_PATH, "OpenAPI"))
+        ]
         for protocol in protocols:
             for route in protocol.routes(context):
+                described.append(_described(protocol, route))
                 app.router.add_route(route.method, route.path, self._wrap(protocol.label, route))
+        # The description of exactly what is mounted: a route without one stops the start.
+        apis = [openapi.SERVER_API, *(p.api for p in protocols)]
+        self.openapi = openapi.document(described, apis, self.core.model_name)
+        api_docs.add_routes(app.router, self.openapi)
+        self._router = app.router
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         self.port: int | None = None
+
+    def routes(self) -> list[tuple[str, str]]:
+        """(method, path pattern) of every route the port answers, HEAD left out."""
+        return [
+            (route.method, route.resource.canonical)
+            for route in self._router.routes()
+            if route.method != "HEAD" and route.resource is not None
+        ]
 
     async def start(self) -> int:
         """Binds and serves; returns the port. Raises OSError naming the address."""
@@ -320,6 +342,12 @@ class RestServer:
             raise DeadlineExceeded(
                 "deadline passed before the request was answered (its timeout)"
             ) from None
+
+
+def _described(protocol: Protocol, route: Route) -> openapi.Described:
+    return openapi.describe(
+        protocol.api, protocol.label, route.method, route.path, route.name, route.open
+    )
 
 
 def _loop_time(deadline: float) -> float:

@@ -27,7 +27,7 @@ import numpy as np
 from aiohttp import web
 from google.protobuf import json_format
 
-from service.adapters import rest, tfserving
+from service.adapters import rest, tfserving, tfserving_openapi
 from service.core import (
     TFSERVING_REST,
     Core,
@@ -244,4 +244,4 @@ def routes(context: rest.Context) -> list[rest.Route]:
     return routes
 
 
-PROTOCOL = rest.Protocol(TFSERVING_REST, routes)
+PROTOCOL = rest.Protocol(TFSERVING_REST, routes, tfserving_openapi.API)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
-from service.adapters import rest, v2
+from service.adapters import rest, v2, v2_openapi
 from service.core import V2_REST, Encoded, InvalidRequest, Lazy, RequestContext
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -261,4 +261,4 @@ def routes(context: rest.Context) -> list[rest.Route]:
     ]
 
 
-PROTOCOL = rest.Protocol(V2_REST, routes)
+PROTOCOL = rest.Protocol(V2_REST, routes, v2_openapi.API)

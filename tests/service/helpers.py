@@ -11,6 +11,7 @@ import importlib.util
 import json
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import threading
@@ -20,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from openapi_schema_validator import OAS30Validator, oas30_format_checker
 
 from service.server import Server
 from service.settings import Settings
@@ -208,3 +211,90 @@ def post_json(server: RunningServer, path: str, body: object) -> tuple[int, dict
 def model_calls(server: RunningServer) -> float:
     """vggserve_model_calls_total: model calls that served requests."""
     return scrape(server, "vggserve_model_calls_total")
+
+
+# --- the REST port's OpenAPI description ---------------------------------------------------------
+
+
+def openapi_document(base_url: str, context: ssl.SSLContext | None = None) -> dict[str, Any]:
+    """The description the server at `base_url` (http[s]://host:port) serves at /openapi.json."""
+    with urllib.request.urlopen(f"{base_url}/openapi.json", timeout=10, context=context) as answer:
+        document: dict[str, Any] = json.loads(answer.read())
+    return document
+
+
+def _described(spec: dict[str, Any], method: str, path: str) -> tuple[str, dict[str, Any]] | None:
+    """(path template, operation) of `method path`; the most literal template wins
+    (`/v1/models/{name}:predict` over `/v1/models/{name}`)."""
+    best: tuple[int, str, dict[str, Any]] | None = None
+    for template, item in spec["paths"].items():
+        operation = item.get(method.lower())
+        if operation is None:
+            continue
+        patterns = {
+            p["name"]: p["schema"].get("pattern", "^[^/]+$").removeprefix("^").removesuffix("$")
+            for p in operation.get("parameters", [])
+            if p.get("in") == "path"
+        }
+        regex = "".join(
+            f"(?:{patterns.get(part[1:-1], '[^/]+')})" if part.startswith("{") else re.escape(part)
+            for part in re.split(r"(\{\w+\})", template)
+        )
+        literal = len(re.sub(r"\{\w+\}", "", template))
+        if re.fullmatch(regex, path) and (best is None or literal > best[0]):
+            best = (literal, template, operation)
+    return None if best is None else (best[1], best[2])
+
+
+def assert_matches_schema(
+    spec: dict[str, Any], schema: dict[str, Any], body: Any, what: str
+) -> None:
+    """Fails, listing every fault, unless `body` (parsed JSON) is valid under `schema` of `spec`."""
+    # The components ride along so that "#/components/..." references resolve.
+    validator = OAS30Validator(
+        {**schema, "components": spec["components"]}, format_checker=oas30_format_checker
+    )
+    faults = sorted(
+        f"{'/'.join(map(str, e.absolute_path)) or '(the body)'}: {e.message}"
+        for e in validator.iter_errors(body)
+    )
+    assert not faults, f"{what} does not match the OpenAPI description:\n" + "\n".join(faults)
+
+
+def assert_matches_openapi(
+    spec: dict[str, Any],
+    method: str,
+    path: str,
+    status: int,
+    body: Any,
+    content_type: str = "application/json",
+) -> None:
+    """Fails unless the answer is one the description allows for `method path`.
+
+    Args:
+        spec: the server's /openapi.json (`openapi_document`).
+        path: the request's path; a query string is ignored.
+        body: the answer's JSON, parsed; for a binary media type, its bytes
+            (only the media type is checked then).
+        content_type: the answer's Content-Type header.
+
+    A path the description does not list must be the router's refusal: 404
+    or 405, with the error body.
+    """
+    path = path.split("?", 1)[0]
+    found = _described(spec, method, path)
+    if found is None:
+        assert status in (404, 405), f"{method} {path} is not described but answered {status}"
+        assert_matches_schema(spec, {"$ref": "#/components/schemas/Error"}, body, f"{status} body")
+        return
+    template, operation = found
+    what = f"{method} {template} -> {status}"
+    response = operation["responses"].get(str(status))
+    assert response is not None, (
+        f"{what}: the description lists only {', '.join(operation['responses'])}"
+    )
+    media = content_type.split(";", 1)[0].strip()
+    content = response.get("content", {})
+    assert media in content, f"{what}: answered {media}, described {', '.join(content)}"
+    if media == "application/json":
+        assert_matches_schema(spec, content[media]["schema"], body, what)
