@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import replace
@@ -197,15 +198,24 @@ def run_probe(*args: str) -> dict[str, Any]:
 
 
 def post_json(server: RunningServer, path: str, body: object) -> tuple[int, dict[str, Any]]:
-    """POSTs `body` as JSON to the server's REST port; (status, JSON answer), errors included."""
-    request = urllib.request.Request(
-        f"{server.rest_url}{path}", data=json.dumps(body).encode(), method="POST"
-    )
+    """POSTs `body` as JSON to the server's REST port; (status, JSON answer), errors included.
+
+    The answer is checked against the server's OpenAPI description first.
+    """
+    url = f"{server.rest_url}{path}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
+            status, content_type, raw = (
+                response.status,
+                response.headers["Content-Type"],
+                response.read(),
+            )
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+        with exc:
+            status, content_type, raw = exc.code, exc.headers["Content-Type"], exc.read()
+    assert_answer_described(url, "POST", status, content_type, raw)
+    return status, json.loads(raw)
 
 
 def model_calls(server: RunningServer) -> float:
@@ -298,3 +308,18 @@ def assert_matches_openapi(
     assert media in content, f"{what}: answered {media}, described {', '.join(content)}"
     if media == "application/json":
         assert_matches_schema(spec, content[media]["schema"], body, what)
+
+
+def assert_answer_described(
+    url: str,
+    method: str,
+    status: int,
+    content_type: str,
+    raw: bytes,
+    context: ssl.SSLContext | None = None,
+) -> None:
+    """Checks one answer of a REST port against the description that same port serves."""
+    parts = urllib.parse.urlsplit(url)
+    spec = openapi_document(f"{parts.scheme}://{parts.netloc}", context)
+    body = json.loads(raw) if content_type.startswith("application/json") else raw
+    assert_matches_openapi(spec, method, parts.path, status, body, content_type)

@@ -16,6 +16,7 @@ import json
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,7 +35,12 @@ from PIL import Image
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
 
-from tests.service.helpers import RunningServer, settings_for
+from tests.service.helpers import (
+    RunningServer,
+    assert_matches_openapi,
+    openapi_document,
+    settings_for,
+)
 
 # A watchdog: every hostile request must be answered within this (the old code ran away).
 ANSWER_WITHIN_S = 10.0
@@ -276,6 +282,8 @@ def test_malformed_rest_bodies_are_400_with_a_message(
     status, answer = answered_quickly(lambda: post(url, body.encode()))
     assert status == 400, answer
     assert message in answer["error"]
+    spec = openapi_document(hostile_server.rest_url)
+    assert_matches_openapi(spec, "POST", urllib.parse.urlsplit(url).path, status, answer)
 
 
 def test_a_tfserving_string_tensor_must_hold_what_its_shape_says(channel: grpc.Channel) -> None:

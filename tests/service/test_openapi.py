@@ -18,6 +18,7 @@ import tomllib
 import urllib.error
 import urllib.request
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -154,6 +155,32 @@ def test_the_model_name_is_a_path_parameter_with_the_served_model_as_example(
         "#/components/parameters/RequestTimeout",
         "#/components/parameters/Timeout",
     } <= set(parameters)
+
+
+def test_before_the_model_is_loaded_the_answers_are_as_described(model_dir: Path) -> None:
+    """Readiness probes answer 503 with their own body; the rest 503 with an error."""
+    waiting = RunningServer(settings_for(model_dir))  # started, never loaded
+    try:
+        spec = openapi_document(waiting.rest_url)
+        calls = [
+            ("GET", "/v2/health/ready", None, {"ready": False}),
+            ("GET", "/v2/models/tiny/ready", None, {"name": "tiny", "ready": False}),
+            ("GET", "/v2/health/live", None, {"live": True}),
+        ]
+        for method, path, data, expected in calls:
+            status, _, body = get(waiting.rest_url + path, data)
+            assert json.loads(body) == expected
+            assert_matches_openapi(spec, method, path, status, json.loads(body))
+        for method, path, data in [
+            ("POST", "/v1/models/tiny:predict", b'{"instances": []}'),
+            ("GET", "/v1/models/tiny/metadata", None),
+            ("POST", "/v2/models/tiny/infer", b'{"inputs": []}'),
+        ]:
+            status, _, body = get(waiting.rest_url + path, data)
+            assert status == 503, (path, body)
+            assert_matches_openapi(spec, method, path, status, json.loads(body))
+    finally:
+        waiting.stop()
 
 
 def test_a_route_without_a_description_stops_the_start(server: RunningServer) -> None:

@@ -39,7 +39,7 @@ from tests.helpers import (
     make_leaf,
     random_pixels,
 )
-from tests.service.helpers import RunningServer, settings_for
+from tests.service.helpers import RunningServer, assert_answer_described, settings_for
 
 NAME = "tiny"  # the model folder's name (tests/conftest.py: model_dir)
 IMAGES = [encode(random_pixels(24, 24, seed=i), fmt) for i, fmt in enumerate(["PNG", "JPEG"])]
@@ -96,13 +96,18 @@ def http(
     headers: dict[str, str] | None = None,
     context: ssl.SSLContext | None = None,
 ) -> tuple[int, Any]:
+    """(status, JSON answer) of one request, errors included; the answer is checked
+    against the OpenAPI description the server serves."""
     data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=30, context=context) as response:
-            return response.status, json.loads(response.read())
+            status, media, raw = response.status, response.headers["Content-Type"], response.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+        with exc:
+            status, media, raw = exc.code, exc.headers["Content-Type"], exc.read()
+    assert_answer_described(url, request.get_method(), status, media, raw, context)
+    return status, json.loads(raw)
 
 
 def b64(data: bytes) -> dict[str, str]:

@@ -16,7 +16,14 @@ import pytest
 
 from model.data import synthetic
 from tests.helpers import assert_answered_by, encode, in_process, random_pixels
-from tests.service.helpers import BAD_ENCODED, RunningServer, run_probe, scrape, settings_for
+from tests.service.helpers import (
+    BAD_ENCODED,
+    RunningServer,
+    assert_answer_described,
+    run_probe,
+    scrape,
+    settings_for,
+)
 
 N_CLASSES = len(synthetic.CLASS_NAMES)
 IMAGE = encode(random_pixels(10, 12, seed=11), "PNG")
@@ -28,15 +35,21 @@ def call(
     body: bytes | dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    """(status, headers, body) of one request; error statuses too."""
+    """(status, headers, body) of one request; error statuses too.
+
+    The answer is checked against the OpenAPI description the server serves.
+    """
     data = json.dumps(body).encode() if isinstance(body, dict) else body
-    request = urllib.request.Request(f"{server.rest_url}{path}", data=data, headers=headers or {})
+    url = f"{server.rest_url}{path}"
+    request = urllib.request.Request(url, data=data, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, dict(response.headers), response.read()
+            status, answer, raw = response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         with error:
-            return error.code, dict(error.headers), error.read()
+            status, answer, raw = error.code, dict(error.headers), error.read()
+    assert_answer_described(url, request.get_method(), status, answer["Content-Type"], raw)
+    return status, answer, raw
 
 
 def json_call(server: RunningServer, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
