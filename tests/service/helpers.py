@@ -203,7 +203,8 @@ def post_json(server: RunningServer, path: str, body: object) -> tuple[int, dict
     The answer is checked against the server's OpenAPI description first.
     """
     url = f"{server.rest_url}{path}"
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method="POST")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             status, content_type, raw = (
@@ -214,7 +215,7 @@ def post_json(server: RunningServer, path: str, body: object) -> tuple[int, dict
     except urllib.error.HTTPError as exc:
         with exc:
             status, content_type, raw = exc.code, exc.headers["Content-Type"], exc.read()
-    assert_answer_described(url, "POST", status, content_type, raw)
+    assert_answer_described(url, "POST", status, content_type, raw, sent=data)
     return status, json.loads(raw)
 
 
@@ -317,9 +318,24 @@ def assert_answer_described(
     content_type: str,
     raw: bytes,
     context: ssl.SSLContext | None = None,
+    sent: bytes | None = None,
 ) -> None:
-    """Checks one answer of a REST port against the description that same port serves."""
+    """Checks one answer of a REST port against the description that same port serves.
+
+    A JSON request the server accepted (`sent`, answered 2xx) must be one the
+    description allows too: a client generated from it can send what works.
+    """
     parts = urllib.parse.urlsplit(url)
     spec = openapi_document(f"{parts.scheme}://{parts.netloc}", context)
     body = json.loads(raw) if content_type.startswith("application/json") else raw
     assert_matches_openapi(spec, method, parts.path, status, body, content_type)
+    if sent is not None and 200 <= status < 300:
+        try:
+            request = json.loads(sent)
+        except ValueError:
+            return  # binary data (V2's extension): described as bytes
+        found = _described(spec, method, parts.path)
+        assert found is not None
+        template, operation = found
+        schema = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert_matches_schema(spec, schema, request, f"the request of {method} {template}")

@@ -106,7 +106,7 @@ def http(
     except urllib.error.HTTPError as exc:
         with exc:
             status, media, raw = exc.code, exc.headers["Content-Type"], exc.read()
-    assert_answer_described(url, request.get_method(), status, media, raw, context)
+    assert_answer_described(url, request.get_method(), status, media, raw, context, data)
     return status, json.loads(raw)
 
 

@@ -48,7 +48,9 @@ def call(
     except urllib.error.HTTPError as error:
         with error:
             status, answer, raw = error.code, dict(error.headers), error.read()
-    assert_answer_described(url, request.get_method(), status, answer["Content-Type"], raw)
+    assert_answer_described(
+        url, request.get_method(), status, answer["Content-Type"], raw, sent=data
+    )
     return status, answer, raw
 
 
