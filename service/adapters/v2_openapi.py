@@ -13,7 +13,7 @@ from __future__ import annotations
 from service.adapters import v2
 from service.adapters.openapi import BINARY, JSON, Api, Body, Operation, Schema, ref
 
-TAG = "Open Inference Protocol (V2)"
+TAG = "Open Inference Protocol V2"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 _TENSOR_DATA: Schema = {

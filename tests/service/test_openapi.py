@@ -312,6 +312,12 @@ def test_swagger_ui_renders_every_operation_offline(
             predict = tab.locator("#operations-TensorFlow_Serving-Predict")
             expect(predict.locator(".opblock-section-request-body")).to_contain_text('"instances"')
             expect(predict.locator(".responses-table")).to_contain_text("--max-message-bytes")
+            # "Try it out" calls this server from the page (the CSP's connect-src 'self').
+            live = tab.locator("#operations-Open_Inference_Protocol_V2-ServerLive")
+            live.locator(".opblock-summary").click()
+            live.locator("button.try-out__btn").click()
+            live.locator("button.execute").click()
+            expect(live.locator(".live-responses-table")).to_contain_text('"live": true')
         finally:
             browser.close()
     assert not crashes, crashes
