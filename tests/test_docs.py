@@ -1,4 +1,4 @@
-"""The documentation: the MkDocs site builds with --strict, every page is in the nav.
+"""The documentation: the MkDocs site builds with --strict, and the README stays a README.
 
 `make docs` builds the same site in CI; building it here too means `make test`
 alone fails on a broken link, a dead anchor or a page left out of the nav.
@@ -18,6 +18,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]  # not tests.helpers: no TensorFlow import here
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.rglob("*.md"))
+README = ROOT / "README.md"
 # Our own issues cited as "issue 17", "issues 3 and 4" or "#17". An upstream
 # reference names its repository (keras-team/keras#20585) and is allowed.
 INTERNAL_ISSUE = re.compile(r"\bissues? #?\d+|(?<![\w/.-])#\d+\b", re.I)
@@ -59,9 +60,23 @@ def test_every_page_is_in_the_nav_and_every_nav_entry_exists() -> None:
     assert set(listed) == {page.relative_to(DOCS).as_posix() for page in PAGES}
 
 
-@pytest.mark.parametrize("path", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_the_readme_is_short() -> None:
+    lines = README.read_text().count("\n")
+    assert lines <= 260, f"README.md has {lines} lines; move detail into docs/"
+
+
+@pytest.mark.parametrize("path", [README, *PAGES], ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_no_internal_issue_numbers_or_migration_notes(path: Path) -> None:
     # What changed belongs in CHANGELOG.md; the docs describe what is.
     text = path.read_text()
     assert not INTERNAL_ISSUE.findall(text), INTERNAL_ISSUE.findall(text)
     assert not MIGRATION_NOTE.findall(text), "a migration note: move it to CHANGELOG.md"
+
+
+def test_the_readmes_links_reach_files() -> None:
+    # MkDocs checks the docs' links; the README is read on GitHub, outside the site.
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README.read_text())
+    local = [t for t in targets if "://" not in t]
+    assert local
+    missing = [t for t in local if not (ROOT / t).exists()]
+    assert not missing, missing
