@@ -12,12 +12,14 @@ docs/web-page.png is made).
 from __future__ import annotations
 
 import base64
+import fnmatch
 import http.client
 import importlib.util
 import json
 import os
 import re
 import shutil
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -30,7 +32,7 @@ import pytest
 from model import layout
 from model.data import synthetic
 from service.adapters import web_page
-from tests.helpers import encode, in_process, random_pixels, require_tool
+from tests.helpers import ROOT, encode, in_process, random_pixels, require_tool
 from tests.service.helpers import RunningServer, settings_for
 
 CHROMIUM = "/usr/bin/chromium"
@@ -295,6 +297,10 @@ def test_the_page_and_its_files_carry_the_headers(guarded_server: RunningServer)
     # The API beside it still wants the token, and says so with the page's message.
     status, _, body = _get(base + "/v1/models/tiny")
     assert status == 401 and "missing credentials" in json.loads(body)["error"]
+    # An API answer tells its time in the server (the page shows it beside its own).
+    status, headers, _ = _get(base + "/v1/models/tiny", {"Authorization": f"Bearer {TOKEN}"})
+    assert status == 200
+    assert re.fullmatch(r"app;dur=\d+\.\d", headers["Server-Timing"]), headers["Server-Timing"]
 
 
 @pytest.mark.parametrize(
@@ -322,6 +328,18 @@ def test_no_file_outside_the_page_is_served(server: RunningServer, path: str) ->
     assert response.getheader("Content-Type", "").startswith("application/json")
     assert "error" in json.loads(body)
     assert b"import" not in body
+
+
+def test_every_file_of_the_page_ships_in_the_package() -> None:
+    """pyproject's package-data globs cover service/web, so wheels and sdists carry the page."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    globs = config["tool"]["setuptools"]["package-data"]["service"]
+    files = sorted((ROOT / "service" / "web").iterdir())
+    assert {f.name for f in files} >= {"index.html", "app.js", "style.css"}
+    for path in files:
+        relative = path.relative_to(ROOT / "service").as_posix()
+        assert any(fnmatch.fnmatch(relative, g) for g in globs), f"{relative} is not package data"
+    assert sorted(web_page.load_files("m")) == [f.name for f in files]
 
 
 def test_the_model_name_is_escaped_in_the_page() -> None:
