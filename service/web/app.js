@@ -7,6 +7,12 @@
 (() => {
   const TOKEN_KEY = "vggserve-token";
   const TOP_K = 5;
+  // While the server has no version yet (404), loads one (503) or a version is on its way
+  // in or out, the versions are asked again this often, so the view catches up by itself.
+  const RETRY_MS = 2000;
+  const RETRIES = 60;
+  // Versions in these states are about to change: the view is read again, as above.
+  const IN_TRANSIT = ["START", "LOADING", "UNLOADING"];
   const model = document.querySelector('meta[name="vggserve-model"]').content;
   const byId = (id) => document.getElementById(id);
 
@@ -151,7 +157,7 @@
     byId("result").hidden = false;
   }
 
-  async function loadVersions() {
+  async function loadVersions(retries = RETRIES) {
     const rows = byId("versions");
     const select = byId("version");
     try {
@@ -181,8 +187,15 @@
         return option;
       }));
       select.value = available.includes(chosen) ? chosen : "";
+      const changing = versions.some((v) => IN_TRANSIT.includes(v.state));
+      if (changing && retries > 0) setTimeout(() => loadVersions(retries - 1), RETRY_MS);
     } catch (err) {
-      byId("served").textContent = `Versions unknown: ${err.message}`;
+      byId("served").textContent = err.status === 401
+        ? "The versions need a token"
+        : `Versions unknown: ${err.message}`;
+      if ((err.status === 404 || err.status === 503) && retries > 0) {
+        setTimeout(() => loadVersions(retries - 1), RETRY_MS); // still loading: ask again
+      }
       const row = document.createElement("tr");
       const cell = document.createElement("td");
       cell.colSpan = 3;
@@ -223,7 +236,7 @@
       loadVersions();
       if (pending) send(pending);
     });
-    byId("refresh").addEventListener("click", loadVersions);
+    byId("refresh").addEventListener("click", () => loadVersions());
     loadVersions();
   }
 

@@ -86,8 +86,10 @@ def browser() -> Iterator[Any]:
         "Playwright for Python is not installed (requirements-dev.txt)",
     )
     require_tool(shutil.which(CHROMIUM), f"chromium is not installed at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # expect() waits 5 s by default: too little for a model call on a busy 2-core machine.
+    expect.set_options(timeout=TIMEOUT_MS)
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=CHROMIUM, args=["--no-sandbox"], timeout=TIMEOUT_MS
@@ -248,6 +250,28 @@ def test_with_tokens_the_page_asks_for_one_until_given(
         f"request body is larger than {SMALL_BODY_LIMIT} bytes, the limit (--max-message-bytes)"
     )
     page.assert_clean()
+
+
+def test_while_the_model_loads_the_page_says_so_then_shows_the_versions(
+    model_dir: Path, page: Page
+) -> None:
+    from playwright.sync_api import expect
+
+    loading = RunningServer(settings_for(model_dir, versions="latest:2"))  # not loaded yet
+    try:
+        status, _, body = _get(f"{loading.rest_url}/v1/models/tiny")
+        assert status in (404, 503), body
+        tab = page.open(loading)
+        expect(tab.locator("#served")).to_have_text(
+            f"Versions unknown: {json.loads(body)['error']}"
+        )
+        loading.load()
+        # The page asks again by itself while the server answers 404 or 503.
+        expect(tab.locator("#served")).to_have_text("Serving versions 1, 2 (default 2)")
+        expect(tab.locator("#versions tr")).to_have_count(2)
+        page.assert_clean()
+    finally:
+        loading.stop()
 
 
 def test_the_file_chooser_is_reachable_by_keyboard(server: RunningServer, page: Page) -> None:
