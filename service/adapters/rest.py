@@ -2,8 +2,9 @@
 
 It owns what is the same for every REST API: the port, TLS, bearer tokens,
 the body size limit, the concurrent-call limit (shared with gRPC), request
-deadlines, the drain, per-request metrics, the unauthenticated `/metrics`,
-and turning errors into `{"error": "..."}` with the HTTP status of their code.
+deadlines, the drain, per-request metrics (and a `Server-Timing` header), the
+unauthenticated `/metrics` and web page (adapters/web_page.py), and turning
+errors into `{"error": "..."}` with the HTTP status of their code.
 
 A protocol module adds its routes through a `Protocol`: a metrics label and a
 function `routes(context) -> list[Route]`. Its handlers take the request and
@@ -40,7 +41,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.adapters import http_guard
+from service.adapters import http_guard, web_page
 from service.adapters.grpc_calls import INTERNAL_MESSAGE, principal_of
 from service.adapters.grpc_limits import RpcLimit
 from service.core import (
@@ -61,6 +62,8 @@ log = logging.getLogger(__name__)
 TIMEOUT_HEADER = "Request-Timeout"
 TIMEOUT_QUERY = "timeout"
 METRICS_PATH = "/metrics"
+# Each API answer's time in the server, in W3C Server-Timing form: `app;dur=<ms>`.
+SERVER_TIMING_HEADER = "Server-Timing"
 # The status a shutting-down server refuses new requests with, and its message.
 SHUTTING_DOWN = "the server is shutting down; retry on another replica"
 
@@ -196,6 +199,7 @@ class RestServer:
             client_max_size=settings.max_message_bytes, middlewares=[self._json_errors]
         )
         app.router.add_get(METRICS_PATH, self._metrics)
+        web_page.add_routes(app.router, self.core.model_name)  # `/` and `/ui/*`, open too
         for protocol in protocols:
             for route in protocol.routes(context):
                 app.router.add_route(route.method, route.path, self._wrap(protocol.label, route))
@@ -256,8 +260,11 @@ class RestServer:
                 principal=principal_of(authorization),
             )
             response, code = await self._answer(request, route, ctx, authorization)
+            elapsed = time.perf_counter() - ctx.started
             response.headers[REQUEST_ID_HEADER] = ctx.request_id
-            self.core.finish(ctx, code, time.perf_counter() - ctx.started)
+            # The server's share of the latency a client sees (the web page shows it).
+            response.headers[SERVER_TIMING_HEADER] = f"app;dur={elapsed * 1000:.1f}"
+            self.core.finish(ctx, code, elapsed)
             return response
 
         return handle
