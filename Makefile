@@ -10,13 +10,13 @@ PORT   ?= 8500
 
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv test lint protos check-protos train serve loadtest bench clean
+.PHONY: venv test lint docs protos check-protos train serve loadtest bench clean
 
 venv: $(STAMP)
 
 # requirements-nodeps.txt: tritonclient (a test client) declares protobuf<7 and
 # ml-dtypes<=0.5.4 yet works with our pins; what else it needs is in
-# requirements-dev.txt. README "Dependencies" says why `pip check` flags it.
+# requirements-dev.txt. docs/dependencies.md says why `pip check` flags it.
 $(STAMP): requirements.txt requirements-ray.txt requirements-dev.txt requirements-nodeps.txt constraints.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -33,6 +33,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy model service vggclient vggcommon vggserve_cli loadtest
+
+## The documentation site (mkdocs.yml, docs/) into site/; --strict fails on a broken
+## link, a dead anchor or a page left out of the nav.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
 
 ## Regenerate the gRPC Python code from protos/ (the one way it is made).
 protos: $(STAMP)
@@ -58,4 +63,4 @@ bench: $(STAMP)
 	$(VENV)/bin/vggserve bench --model-dir $(MODELS)/$(NAME)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache site

@@ -7,7 +7,7 @@ over the filters and scaled to [0, 1]. Grad-CAM (Selvaraju et al. 2017)
 weights each whole map by its gradient averaged over the frame instead, which
 spreads a filter's weight over places where it did not help the class. On the
 synthetic set, LayerCAM found the shape more often than Grad-CAM both over all
-images and where the shape misses the centre of the frame (README,
+images and where the shape misses the centre of the frame (docs/benchmarks.md,
 "Explanations"; `python -m model.faithfulness`). The names `gradcam` (module,
 signature) stay: they are the export's contract.
 

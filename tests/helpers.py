@@ -199,12 +199,36 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def readme_commands(module: str) -> list[list[str]]:
-    """The README's `.venv/bin/python -m <module> ...` lines, as argv for this Python."""
+def doc_commands(module: str, page: str) -> list[list[str]]:
+    """A page's `.venv/bin/python -m <module> ...` lines, as argv for this Python.
+
+    `page` is relative to the repository: "README.md" or "docs/....md". The
+    tests run what the page shows, so editing a command there edits the test.
+    """
     pattern = re.compile(rf"^\.venv/bin/python -m {re.escape(module)} .*$", re.M)
-    lines = pattern.findall((ROOT / "README.md").read_text())
-    assert lines, f"the README has no line running {module}"
+    lines = pattern.findall((ROOT / page).read_text())
+    assert lines, f"{page} has no line running {module}"
     return [[sys.executable, *shlex.split(line.split("#")[0])[1:]] for line in lines]
+
+
+def doc_section(page: str, heading: str) -> str:
+    """The text of `## heading` in `page`, up to the next `## ` heading."""
+    text = (ROOT / page).read_text()
+    marker = f"\n## {heading}\n"
+    assert marker in text, f"{page} has no section '## {heading}'"
+    return text.split(marker, 1)[1].split("\n## ", 1)[0]
+
+
+def shell_lines(markdown: str, starting: str) -> list[str]:
+    """The lines of the ```sh blocks in `markdown` that start with `starting`,
+    continued lines (a trailing backslash) joined."""
+    blocks = re.findall(r"```sh\n(.*?)```", markdown, re.S)
+    return [
+        line
+        for code in blocks
+        for line in code.replace("\\\n", " ").splitlines()
+        if line.startswith(starting)
+    ]
 
 
 # --- certificates ---------------------------------------------------------------------------------

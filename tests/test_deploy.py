@@ -3,7 +3,7 @@
 - docker-compose.yml validates with docker-compose (Debian's package).
 - deploy/envoy.yaml, the load balancer's configuration, runs for real in
   tests/test_envoy.py.
-- The Dockerfile passes hadolint and keeps the rules the README promises.
+- The Dockerfile passes hadolint and keeps the rules the docs promise.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ compose's DNS answers one address per container. Behind it run real
 
 The cases share one Envoy and one set of replicas, in order: a replica joins
 while traffic flows; one is stopped with SIGTERM mid-load; one is killed
-with SIGKILL mid-load. Each prints its failed/total figure (README quotes them).
+with SIGKILL mid-load. Each prints its failed/total figure (docs/benchmarks.md quotes them).
 """
 
 from __future__ import annotations
@@ -302,7 +302,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 def _report(case: str, load: Load) -> None:
-    # Shown with `pytest -s`; README quotes these figures.
+    # Shown with `pytest -s`; docs/benchmarks.md quotes these figures.
     print(f"\n[envoy] {case}: {load.failed()} failed / {load.total()} calls: {dict(load.answers)}")
     for detail in load.details:
         print(f"  {detail}")

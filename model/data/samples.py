@@ -3,7 +3,7 @@
 Writes one image per class of the synthetic set (`red_triangle.png`,
 `green_cross.png`, ...), drawn by the same `render` that makes the training
 set, at a size other than the model's input (the server resizes in the graph).
-Deterministic for a seed; the README's client example uses these files.
+Deterministic for a seed; the client examples of the README and the docs use these files.
 """
 
 from __future__ import annotations

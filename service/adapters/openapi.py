@@ -137,10 +137,17 @@ B64_SCHEMA: Schema = {
     "additionalProperties": False,
 }
 REQUEST_ID = "X-Request-Id"
-_REQUEST_ID_HEADER: Schema = {
-    "description": "The caller's request id when it is sensible (1-128 of "
-    "`A-Za-z0-9._:/+=-`), else a new one; logs and traces carry it.",
-    "schema": {"type": "string"},
+SERVER_TIMING = "Server-Timing"
+_ANSWER_HEADERS: dict[str, Schema] = {
+    "RequestId": {
+        "description": "The caller's request id when it is sensible (1-128 of "
+        "`A-Za-z0-9._:/+=-`), else a new one; logs and traces carry it.",
+        "schema": {"type": "string"},
+    },
+    "ServerTiming": {
+        "description": "The request's time in the server, W3C Server-Timing: `app;dur=<ms>`.",
+        "schema": {"type": "string", "example": "app;dur=12.3"},
+    },
 }
 _PARAMETERS: dict[str, Schema] = {
     "RequestId": {
@@ -235,7 +242,7 @@ def document(
         "components": {
             "schemas": schemas,
             "parameters": _PARAMETERS,
-            "headers": {"RequestId": _REQUEST_ID_HEADER},
+            "headers": _ANSWER_HEADERS,
             "securitySchemes": {
                 "bearer": {
                     "type": "http",
@@ -325,7 +332,14 @@ def _path_parameter(name: str, regex: str | None, model_name: str) -> Schema:
 
 def _response(op: Operation, status: int, error_when: str | None) -> dict[str, Any]:
     answer = op.answers.get(status)
-    headers = {REQUEST_ID: {"$ref": "#/components/headers/RequestId"}} if op.shared else {}
+    headers = (
+        {
+            REQUEST_ID: {"$ref": "#/components/headers/RequestId"},
+            SERVER_TIMING: {"$ref": "#/components/headers/ServerTiming"},
+        }
+        if op.shared
+        else {}
+    )
     if answer is None:
         assert error_when is not None
         content = {JSON: {"schema": ref("Error")}}

@@ -2,8 +2,9 @@
 
 It owns what is the same for every REST API: the port, TLS, bearer tokens,
 the body size limit, the concurrent-call limit (shared with gRPC), request
-deadlines, the drain, per-request metrics, the unauthenticated `/metrics`,
-and turning errors into `{"error": "..."}` with the HTTP status of their code.
+deadlines, the drain, per-request metrics (and a `Server-Timing` header), the
+unauthenticated `/metrics` and web page (adapters/web_page.py), and turning
+errors into `{"error": "..."}` with the HTTP status of their code.
 It also serves the OpenAPI description of every route it mounts at
 `/openapi.json` (built from each protocol's `Api`; a route without one stops
 the start), rendered at `/docs` (adapters/api_docs.py).
@@ -43,7 +44,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.adapters import api_docs, http_guard, openapi
+from service.adapters import api_docs, http_guard, openapi, web_page
 from service.adapters.grpc_calls import INTERNAL_MESSAGE, principal_of
 from service.adapters.grpc_limits import RpcLimit
 from service.core import (
@@ -64,6 +65,8 @@ log = logging.getLogger(__name__)
 TIMEOUT_HEADER = "Request-Timeout"
 TIMEOUT_QUERY = "timeout"
 METRICS_PATH = "/metrics"
+# Each API answer's time in the server, in W3C Server-Timing form: `app;dur=<ms>`.
+SERVER_TIMING_HEADER = "Server-Timing"
 # The status a shutting-down server refuses new requests with, and its message.
 SHUTTING_DOWN = "the server is shutting down; retry on another replica"
 
@@ -200,6 +203,7 @@ class RestServer:
             client_max_size=settings.max_message_bytes, middlewares=[self._json_errors]
         )
         app.router.add_get(METRICS_PATH, self._metrics)
+        web_page.add_routes(app.router, self.core.model_name)  # `/` and `/ui/*`, open too
         described = [
             openapi.describe(openapi.SERVER_API, "server", "GET", path, name, open=True)
             for path, name in ((METRICS_PATH, "Metrics"), (api_docs.OPENAPI_PATH, "OpenAPI"))
@@ -278,8 +282,11 @@ class RestServer:
                 principal=principal_of(authorization),
             )
             response, code = await self._answer(request, route, ctx, authorization)
+            elapsed = time.perf_counter() - ctx.started
             response.headers[REQUEST_ID_HEADER] = ctx.request_id
-            self.core.finish(ctx, code, time.perf_counter() - ctx.started)
+            # The server's share of the latency a client sees (the web page shows it).
+            response.headers[SERVER_TIMING_HEADER] = f"app;dur={elapsed * 1000:.1f}"
+            self.core.finish(ctx, code, elapsed)
             return response
 
         return handle

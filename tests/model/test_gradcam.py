@@ -69,7 +69,7 @@ def test_heat_follows_the_shape(located_model: Path) -> None:
     Over all images the heat must beat random heat; with every shape off the
     centre of the frame (where the centred blob cannot find it) it must beat
     the blob clearly. The margins were set from up to four image seeds and two
-    training seeds of this model (README, "Explanations"): the smallest ratios
+    training seeds of this model (docs/benchmarks.md, "Explanations"): the smallest ratios
     seen were 2.9x random and 1.8x the blob. The heat of the same shape in
     another colour (a class whose evidence is elsewhere, up to 1.35x the blob),
     inverted heat and constant heat (both under 0.3x) fail the blob margin.

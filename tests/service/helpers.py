@@ -95,6 +95,13 @@ def settings_for(model_dir: Path, **overrides: object) -> Settings:
     return replace(base, **overrides)  # type: ignore[arg-type]
 
 
+def addressed(text: str, server: RunningServer) -> str:
+    """A command the docs show for `make serve` (gRPC 127.0.0.1:8500, REST
+    127.0.0.1:8501), pointed at `server` instead; nothing else changes."""
+    rest = server.rest_url.removeprefix("http://")
+    return text.replace("127.0.0.1:8500", server.target).replace("127.0.0.1:8501", rest)
+
+
 # --- metrics ------------------------------------------------------------------------------------
 
 _MISSING = object()

@@ -26,7 +26,7 @@ import pytest
 from aiohttp import web
 from openapi_spec_validator import validate
 
-from service.adapters import api_docs, openapi, rest
+from service.adapters import api_docs, openapi, rest, web_page
 from service.adapters.grpc_limits import RpcLimit
 from service.core import RequestContext
 from tests.helpers import ROOT, require_tool
@@ -44,7 +44,8 @@ TIMEOUT_MS = 60_000
 def is_page(path: str) -> bool:
     """Browser pages and their files, which the description leaves out (they are no API):
     the viewer (/docs...) and the web page (/ and /ui/...)."""
-    return path in ("/", api_docs.DOCS_PATH) or path.startswith(("/ui/", api_docs.DOCS_PATH + "/"))
+    pages, folders = (web_page.INDEX_PATH, api_docs.DOCS_PATH), (web_page.FILES_PREFIX, "/docs/")
+    return path in pages or path.startswith(folders)
 
 
 def get(url: str, data: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -88,7 +89,9 @@ def test_every_route_served_is_described_and_nothing_else(
         f"described, not served: {sorted(described - served)}"
     )
     # The pages are served all the same.
-    assert {(m, p) for m, p in server.server.rest_routes() if is_page(p)} >= {
+    assert {(m, p) for m, p in server.server.rest_routes() if is_page(p)} == {
+        ("GET", "/"),
+        ("GET", "/ui/{file}"),
         ("GET", "/docs"),
         ("GET", "/docs/static/{file}"),
     }
@@ -116,10 +119,10 @@ def test_each_described_route_answers_as_described(
             assert status == expected, (method, concrete, status, body[:200])
             parsed = json.loads(body) if media.startswith("application/json") else body
             assert_matches_openapi(spec, method, concrete, status, parsed, media)
-            shared = any(
-                p.get("$ref", "").endswith("/RequestId") for p in operation.get("parameters", [])
-            )
-            assert ("x-request-id" in headers) == shared, (method, concrete)
+            # The answer carries the headers described (X-Request-Id, Server-Timing), if any.
+            described = {h.lower() for h in operation["responses"][str(status)].get("headers", {})}
+            assert described <= set(headers), (method, concrete, described - set(headers))
+            assert ("x-request-id" in headers) == ("x-request-id" in described), (method, concrete)
 
 
 def test_open_routes_say_so_and_the_rest_need_the_bearer(spec: dict[str, Any]) -> None:

@@ -1,4 +1,4 @@
-"""README "Clients": every snippet, run as written against a real server.
+"""docs/apis/clients.md: every snippet, run as written against a real server.
 
 The snippets address `make serve` (gRPC 127.0.0.1:8500, REST 127.0.0.1:8501,
 model `vgg-mini`); here the same text runs against a server on free ports,
@@ -16,50 +16,29 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import readme_commands, require_tool
-from tests.service.helpers import RunningServer, settings_for
+from tests.helpers import ROOT, doc_commands, require_tool, shell_lines
+from tests.service.helpers import RunningServer, addressed
 
-ROOT = Path(__file__).resolve().parents[2]
-SECTION = (ROOT / "README.md").read_text().split("\n## Clients\n", 1)[1].split("\n## ", 1)[0]
-BLOCKS = re.findall(r"```(python|sh)\n(.*?)```", SECTION, re.S)
-PYTHON = [code for kind, code in BLOCKS if kind == "python"]
-CURL = [
-    line
-    for kind, code in BLOCKS
-    if kind == "sh"
-    for line in code.replace("\\\n", " ").splitlines()  # continued lines joined
-    if line.startswith("curl ")
-]
-
-
-@pytest.fixture(scope="module")
-def vgg_mini(model_dir: Path) -> Iterator[RunningServer]:
-    running = RunningServer(settings_for(model_dir, model_name="vgg-mini"))
-    running.load()
-    yield running
-    running.stop()
+PAGE = "docs/apis/clients.md"
+TEXT = (ROOT / PAGE).read_text()
+PYTHON = re.findall(r"```python\n(.*?)```", TEXT, re.S)
+CURL = shell_lines(TEXT, "curl ")
 
 
 @pytest.fixture(scope="module")
 def samples(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("clients")
-    (make_samples,) = readme_commands("model.data.samples")
+    (make_samples,) = doc_commands("model.data.samples", "README.md")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run(make_samples, cwd=folder, env=env, check=True, timeout=120)
     return folder
 
 
-def addressed(text: str, server: RunningServer) -> str:
-    rest = server.rest_url.removeprefix("http://")
-    return text.replace("127.0.0.1:8500", server.target).replace("127.0.0.1:8501", rest)
-
-
-def test_the_section_has_every_protocols_snippet() -> None:
+def test_the_page_has_every_protocols_snippet() -> None:
     assert len(PYTHON) == 2  # TF Serving stubs, tritonclient grpc (http: the same, see below)
     assert "tensorflow_serving.apis" in PYTHON[0] and "tritonclient.grpc" in PYTHON[1]
     assert {re.search(r"/(v1|v2)/", line).group(1) for line in CURL} == {"v1", "v2"}  # type: ignore[union-attr]

@@ -1,4 +1,4 @@
-"""Graceful shutdown of a real `python -m service` process, as README "Graceful
+"""Graceful shutdown of a real `python -m service` process, as docs "Graceful
 shutdown" documents it: on SIGTERM, health turns NOT_SERVING at once (and so
 does every protocol's readiness: V2 gRPC and REST) while the server keeps
 answering for --drain-grace-s; then new calls are refused with
@@ -212,7 +212,7 @@ def test_grace_then_new_calls_are_unavailable_and_the_open_stream_is_told_to_res
         # moment it stopped taking calls (gRPC's own race at shutdown).
         assert refusal.code() in REFUSED, refusal.details()
         # After the grace an open stream takes no new image: it is ended with
-        # UNAVAILABLE so that its client resends the rest elsewhere (README).
+        # UNAVAILABLE so that its client resends the rest elsewhere (docs/operations/shutdown.md).
         assert stream.close() == grpc.StatusCode.UNAVAILABLE
         assert "resend" in (stream.responses.details() or "")
         assert child.process.wait(timeout=DRAIN_S + 30) == 0
