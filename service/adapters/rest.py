@@ -44,7 +44,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from service.adapters import api_docs, http_guard, openapi, web_page
+from service.adapters import api_docs, http_guard, openapi, openapi_build, web_page
 from service.adapters.grpc_calls import INTERNAL_MESSAGE, principal_of
 from service.adapters.grpc_limits import RpcLimit
 from service.core import (
@@ -214,7 +214,7 @@ class RestServer:
                 app.router.add_route(route.method, route.path, self._wrap(protocol.label, route))
         # The description of exactly what is mounted: a route without one stops the start.
         apis = [openapi.SERVER_API, *(p.api for p in protocols)]
-        self.openapi = openapi.document(described, apis, self.core.model_name)
+        self.openapi = openapi_build.document(described, apis, self.core.model_name)
         api_docs.add_routes(app.router, self.openapi)
         self._router = app.router
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)

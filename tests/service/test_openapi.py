@@ -29,6 +29,7 @@ from openapi_spec_validator import validate
 from service.adapters import api_docs, openapi, rest, web_page
 from service.adapters.grpc_limits import RpcLimit
 from service.core import RequestContext
+from service.server import REST_PROTOCOLS
 from tests.helpers import ROOT, require_tool
 from tests.service.helpers import (
     RunningServer,
@@ -88,6 +89,14 @@ def test_every_route_served_is_described_and_nothing_else(
         f"served, not described: {sorted(served - described)}; "
         f"described, not served: {sorted(described - served)}"
     )
+    # No description outlives its route: every operation of every Api is used.
+    stems = {
+        operation["operationId"].removesuffix("Version")
+        for item in spec["paths"].values()
+        for operation in item.values()
+    }
+    apis = [openapi.SERVER_API, *(protocol.api for protocol in REST_PROTOCOLS)]
+    assert stems == {name for api in apis for name in api.operations}
     # The pages are served all the same.
     assert {(m, p) for m, p in server.server.rest_routes() if is_page(p)} == {
         ("GET", "/"),
